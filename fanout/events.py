@@ -1,0 +1,73 @@
+"""The records that flow through a sink: one change event in, per-record failures out."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Op(enum.StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+    TRUNCATE = "truncate"
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a record came from in Kafka; carried to the DLQ and used for dedup tokens."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+    key: bytes | None = None
+    value: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A source column as described by the Debezium schema (when there is one)."""
+
+    name: str
+    type: str  # logical type name, e.g. "int64", "string", "decimal", "timestamp", "json"
+    optional: bool = True
+    parameters: tuple[tuple[str, str], ...] = ()  # e.g. (("scale", "2"), ("precision", "10"))
+
+    def param(self, key: str) -> str | None:
+        return dict(self.parameters).get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One decoded change to one row of one source table.
+
+    ``version`` is monotonic per key and comes from the source position (LSN, binlog
+    position, or ``source.ts_ms``), never from the Kafka offset. A sink applies the event only
+    if ``version`` is >= the version it has stored for ``key``.
+    """
+
+    op: Op
+    table: str  # schema-qualified source table, e.g. "inventory.customers"
+    key: dict[str, Any]
+    row: dict[str, Any] | None
+    version: int
+    source_ts_ms: int | None
+    origin: Origin
+    columns: tuple[Column, ...] = ()  # schema of ``row`` when the envelope carried one
+    target: str = field(default="")  # target name after routing (index / table)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A record that could not be delivered; it goes to the DLQ with this reason."""
+
+    origin: Origin
+    stage: str  # "decode" | "route" | "write"
+    error: BaseException
+    event: ChangeEvent | None = None
+
+    @property
+    def error_class(self) -> str:
+        return type(self.error).__name__

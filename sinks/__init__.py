@@ -1,0 +1,1 @@
+"""Sink implementations; ``sinks.base`` holds only the contract."""
