@@ -26,12 +26,43 @@ class Origin:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
+# Logical column types shared by the decoder and every sink, with the Python value each carries:
+#   boolean -> bool            int16, int32, int64 -> int        float32, float64 -> float
+#   decimal -> Decimal (parameters "scale", "precision" when known)
+#   string -> str              bytes -> bytes                    uuid -> str (canonical form)
+#   date -> datetime.date      time -> datetime.time (naive, microseconds)
+#   timestamp -> datetime.datetime, naive (no zone in the source; Debezium sends UTC epoch)
+#   timestamptz -> datetime.datetime, aware (UTC)
+#   json -> decoded JSON value (dict | list | str | int | float | bool | None)
+#   array -> list (parameter "items" names the element's logical type)
+LOGICAL_TYPES = frozenset(
+    {
+        "boolean",
+        "int16",
+        "int32",
+        "int64",
+        "float32",
+        "float64",
+        "decimal",
+        "string",
+        "bytes",
+        "uuid",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "json",
+        "array",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """A source column as described by the Debezium schema (when there is one)."""
 
     name: str
-    type: str  # logical type name, e.g. "int64", "string", "decimal", "timestamp", "json"
+    type: str  # one of LOGICAL_TYPES
     optional: bool = True
     parameters: tuple[tuple[str, str], ...] = ()  # e.g. (("scale", "2"), ("precision", "10"))
 

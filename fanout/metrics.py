@@ -1,0 +1,37 @@
+"""Prometheus metrics, one registry for the process; names as in DESIGN.md."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_CONSUMED = Counter(
+    "fanout_events_consumed_total", "Kafka messages consumed, per sink.", ["sink"]
+)
+EVENTS_WRITTEN = Counter(
+    "fanout_events_written_total", "Events applied to the sink.", ["sink", "table", "op"]
+)
+STALE_SKIPPED = Counter(
+    "fanout_stale_events_total",
+    "Events skipped because the sink already held a newer version of the key.",
+    ["sink", "table"],
+)
+DLQ_RECORDS = Counter("fanout_dlq_total", "Records sent to the DLQ.", ["sink", "stage"])
+RETRIES = Counter(
+    "fanout_retries_total", "Batch write attempts that failed and were retried.", ["sink"]
+)
+BATCH_SECONDS = Histogram(
+    "fanout_batch_seconds",
+    "Time to deliver one batch (write + DLQ + commit).",
+    ["sink"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+END_TO_END_LATENCY = Histogram(
+    "fanout_end_to_end_latency_seconds",
+    "Time from the Kafka message timestamp to the batch being committed.",
+    ["sink"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge(
+    "fanout_consumer_lag", "Messages behind the partition end.", ["sink", "topic", "partition"]
+)
+SINK_UP = Gauge("fanout_sink_up", "1 while the sink accepts writes, 0 while it is down.", ["sink"])

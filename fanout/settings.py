@@ -1,0 +1,295 @@
+"""Settings: a YAML file (``--config`` / ``FANOUT_CONFIG``) overlaid by ``FANOUT_`` env vars.
+
+Env vars use ``__`` between levels: ``FANOUT_SINKS__POSTGRES__PASSWORD``. Precedence, highest
+first: explicit arguments, environment, YAML file, defaults. Unknown keys are rejected so a typo
+fails at start instead of being silently ignored. Secrets are ``SecretStr``: they print as
+``**********`` and are only unwrapped where a driver needs them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from fanout.errors import ConfigError
+
+SINK_NAMES = ("postgres", "elasticsearch", "clickhouse")
+VersionSource = Literal["auto", "lsn", "binlog", "ts_ms"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class BatchSettings(_Section):
+    """A batch closes at whichever limit comes first."""
+
+    max_events: int = Field(5000, gt=0)
+    max_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_wait_ms: int = Field(500, ge=0)
+
+
+class RetrySettings(_Section):
+    """Backoff for RetryableError: exponential with full jitter, capped; retries never give up
+    while the sink is down (the consumer pauses instead), so there is no attempt limit."""
+
+    initial_backoff_ms: int = Field(200, gt=0)
+    max_backoff_ms: int = Field(30_000, gt=0)
+    multiplier: float = Field(2.0, ge=1.0)
+
+
+class TableRoute(_Section):
+    target: str | None = None  # index / table name in the sink; default from target_format
+    drop: list[str] = Field(default_factory=list)  # columns left out of the target
+    rename: dict[str, str] = Field(default_factory=dict)  # source column -> target column
+
+
+class RoutingSettings(_Section):
+    """Which source tables a sink takes (glob patterns on ``schema.table``) and how they map."""
+
+    include: list[str] = Field(default_factory=list)  # empty = every table
+    exclude: list[str] = Field(default_factory=list)
+    target_format: str = "{table}"  # placeholders: {schema}, {table}
+    tables: dict[str, TableRoute] = Field(default_factory=dict)  # keyed by schema.table
+
+    @field_validator("target_format")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        unknown = set(re.findall(r"{(\w*)}", value)) - {"schema", "table"}
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use {{schema}}, {{table}}")
+        return value
+
+
+class SinkSettings(_Section):
+    enabled: bool = False
+    batch: BatchSettings = Field(default_factory=BatchSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+
+
+class PostgresSettings(SinkSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(5432, gt=0, lt=65536)
+    user: str = "fanout"
+    password: SecretStr | None = None
+    dbname: str = "fanout"
+    db_schema: str = Field("public", alias="schema")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None
+    connect_timeout_s: int = Field(10, gt=0)
+    application_name: str = "fanout"
+
+    def conninfo(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            "connect_timeout": self.connect_timeout_s,
+            "application_name": self.application_name,
+        }
+        if self.password is not None:
+            info["password"] = self.password.get_secret_value()
+        if self.sslrootcert:
+            info["sslrootcert"] = self.sslrootcert
+        return info
+
+
+class ElasticsearchSettings(SinkSettings):
+    hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    username: str | None = None
+    password: SecretStr | None = None
+    api_key: SecretStr | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    request_timeout_s: float = Field(30.0, gt=0)
+    index_prefix: str = ""
+    refresh: Literal["false", "true", "wait_for"] = "false"
+    bulk_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    index_settings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
+    mappings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
+    tombstone_retention_hours: int = Field(24 * 7, gt=0)
+
+
+class ClickHouseSettings(SinkSettings):
+    mode: Literal["server", "embedded"] | None = None  # None: server if host is set, else embedded
+    host: str | None = None
+    port: int = Field(8123, gt=0, lt=65536)
+    username: str = "default"
+    password: SecretStr | None = None
+    database: str = "default"
+    secure: bool = False
+    ca_cert: str | None = None
+    data_dir: str = ".devstack/chdb-embedded"
+    connect_timeout_s: float = Field(10.0, gt=0)
+    send_receive_timeout_s: float = Field(300.0, gt=0)
+    low_cardinality: dict[str, list[str]] = Field(default_factory=dict)  # target table -> columns
+
+    @property
+    def effective_mode(self) -> Literal["server", "embedded"]:
+        if self.mode is not None:
+            return self.mode
+        return "server" if self.host else "embedded"
+
+
+class SinksSettings(_Section):
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+
+    def get(self, name: str) -> SinkSettings:
+        if name not in SINK_NAMES:
+            raise ConfigError(f"--sink: unknown sink {name!r}; known: {', '.join(SINK_NAMES)}")
+        sink: SinkSettings = getattr(self, name)
+        return sink
+
+    def enabled(self) -> list[str]:
+        return [name for name in SINK_NAMES if self.get(name).enabled]
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    topics: list[str] = Field(default_factory=list)
+    topic_pattern: str | None = None  # a regex; librdkafka subscribes to "^" + pattern
+    group_prefix: str = "fanout"
+    dlq_prefix: str = "fanout.dlq"
+    client_id: str = "fanout"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    session_timeout_ms: int = Field(45_000, gt=0)
+    max_poll_interval_ms: int = Field(300_000, gt=0)
+    extra: dict[str, str | int | bool] = Field(default_factory=dict)  # raw librdkafka settings
+    version_source: dict[str, VersionSource] = Field(default_factory=dict)  # topic glob -> source
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by consumers, producers and admin clients."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password,
+        }
+        for key, value in optional.items():
+            if isinstance(value, SecretStr):
+                conf[key] = value.get_secret_value()
+            elif value is not None:
+                conf[key] = value
+        conf.update(self.extra)
+        return conf
+
+    def subscription(self) -> list[str]:
+        if self.topic_pattern:
+            pattern = self.topic_pattern
+            return [pattern if pattern.startswith("^") else "^" + pattern]
+        return list(self.topics)
+
+
+class MetricsSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9108, ge=0, lt=65536)  # 0 picks a free port (tests)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FANOUT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        populate_by_name=True,
+    )
+    yaml_path: ClassVar[Path | None] = None
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    sinks: SinksSettings = Field(default_factory=SinksSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls.yaml_path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=cls.yaml_path))
+        return tuple(sources)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$FANOUT_CONFIG``) and the environment.
+
+    Raises ConfigError naming the first offending key, e.g. ``sinks.postgres.port``.
+    """
+    yaml_path = Path(path) if path else _env_config_path()
+    if yaml_path is not None and not yaml_path.is_file():
+        raise ConfigError(f"--config: file not found: {yaml_path}")
+    loader = type("_Settings", (Settings,), {"yaml_path": yaml_path})
+    try:
+        settings: Settings = loader(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    return settings
+
+
+def require_subscription(settings: Settings) -> None:
+    if not settings.kafka.topics and not settings.kafka.topic_pattern:
+        raise ConfigError("kafka.topics: set kafka.topics or kafka.topic_pattern")
+
+
+def _env_config_path() -> Path | None:
+    value = os.environ.get("FANOUT_CONFIG")
+    return Path(value) if value else None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "<root>"
+        lines.append(f"{key}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(lines)
