@@ -1,0 +1,90 @@
+"""Running sinks: one worker thread per sink, the health/metrics server, signal handling.
+
+In production one process runs one sink (``fanout run --sink NAME``); without ``--sink`` every
+enabled sink runs side by side in this process, each with its own consumer group, so a slow or
+broken sink never holds back another.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from fanout.health import HealthRegistry, HealthServer, WorkerStatus
+from fanout.settings import Settings, require_subscription
+from fanout.worker import SinkWorker, WorkerOptions
+from sinks import create_sink
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(name: str, settings: Settings, options: WorkerOptions | None = None) -> SinkWorker:
+    sink = create_sink(name, settings.sinks.get(name))
+    return SinkWorker(name, settings, sink, WorkerStatus(name), options)
+
+
+class App:
+    """Owns the workers of one process and stops them together."""
+
+    def __init__(self, settings: Settings, sink_names: Sequence[str]) -> None:
+        require_subscription(settings)
+        self.settings = settings
+        self.health = HealthRegistry(stall_after_s=settings.kafka.max_poll_interval_ms / 1000)
+        self.workers = [build_worker(name, settings) for name in sink_names]
+        for worker in self.workers:
+            self.health.register(worker.status)
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._server: HealthServer | None = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._server.port if self._server else None
+
+    def start(self) -> None:
+        metrics = self.settings.metrics
+        if metrics.enabled:
+            self._server = HealthServer(self.health, metrics.host, metrics.port)
+            self._server.start()
+        for worker in self.workers:
+            thread = threading.Thread(
+                target=self._run_worker, args=(worker,), name=f"sink-{worker.sink_name}"
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    def wait(self) -> int:
+        """Block until every worker has stopped; 0 if all stopped cleanly, 1 otherwise."""
+        for thread in self._threads:
+            thread.join()
+        if self._server is not None:
+            self._server.stop()
+        return 1 if self._errors else 0
+
+    def _run_worker(self, worker: SinkWorker) -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            log.exception("worker crashed", extra={"sink": worker.sink_name})
+            self._errors.append(exc)
+            self.stop()  # one crashed sink takes the process down so it gets restarted whole
+
+
+def run_until_signalled(app: App) -> int:
+    """Run until SIGTERM/SIGINT, then drain: finish and commit the batch in hand, exit 0."""
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        app.stop()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    app.start()
+    return app.wait()

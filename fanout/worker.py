@@ -1,0 +1,411 @@
+"""One sink's consumer loop: poll -> decode -> route -> write -> DLQ -> commit.
+
+Delivery guarantee: at least once. Offsets of a batch are committed only after every record of
+it is written to the sink or acknowledged by the DLQ, so a crash at any point re-delivers the
+uncommitted tail; the sinks' version-guarded idempotent writes make that converge.
+
+Rebalances: callbacks only run inside ``consume``, i.e. between batches or while waiting out a
+down sink. A batch is committed right after it is written, so the only in-flight work a revoke
+can meet is a batch waiting on a down sink: records of revoked partitions are then left
+uncommitted (their new owner re-reads them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from fanout import kafka as kafka_clients
+from fanout import metrics
+from fanout.delivery import Delivery, DeliveryHooks
+from fanout.dlq import DeadLetterQueue
+from fanout.envelope import Decoder
+from fanout.errors import DecodeError, MappingError, RetryableError
+from fanout.events import ChangeEvent, Failure, Origin
+from fanout.health import WorkerStatus
+from fanout.routing import Router
+from fanout.settings import Settings, SinkSettings
+from sinks.base import Sink
+
+log = logging.getLogger(__name__)
+
+LAG_REPORT_INTERVAL_S = 10.0
+_BENIGN_COMMIT_ERRORS = {
+    KafkaError._NO_OFFSET,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+}
+
+
+@dataclass
+class WorkerOptions:
+    """What differs between the live worker and a backfill or a DLQ replay."""
+
+    group: str | None = None  # default <group_prefix>-<sink>
+    topics: list[str] | None = None  # default from settings
+    consumer_overrides: dict[str, object] = field(default_factory=dict)
+    # Called after each commit with the committed offsets; returns True to stop the worker.
+    after_commit: Callable[[Sequence[TopicPartition]], bool] | None = None
+    # Called on assignment (e.g. to seek a backfill to a point in time, or stop at an end).
+    on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None
+
+
+@dataclass
+class _Batch:
+    messages: list[Message]
+    bytes: int
+
+
+class SinkWorker:
+    def __init__(
+        self,
+        sink_name: str,
+        settings: Settings,
+        sink: Sink,
+        status: WorkerStatus | None = None,
+        options: WorkerOptions | None = None,
+    ) -> None:
+        self.sink_name = sink_name
+        self._settings = settings
+        self._sink_settings: SinkSettings = settings.sinks.get(sink_name)
+        self._sink = sink
+        self.status = status or WorkerStatus(sink_name)
+        self._options = options or WorkerOptions()
+        self._stop = threading.Event()
+        self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
+        self._router = Router(self._sink_settings.routing)
+        self._revoked: set[tuple[str, int]] = set()
+        self._paused = False
+        self._next_lag_report = 0.0
+        self._consumer: Consumer | None = None
+        self._dlq: DeadLetterQueue | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand, commit it, and return."""
+        self._stop.set()
+
+    def run(self) -> None:
+        kafka = self._settings.kafka
+        group = self._options.group or kafka_clients.group_id(kafka, self.sink_name)
+        self._open_sink()
+        if self._stop.is_set():
+            return
+        self._consumer = kafka_clients.make_consumer(
+            kafka, group, **self._options.consumer_overrides
+        )
+        self._dlq = self._make_dlq()
+        try:
+            self._subscribe()
+            log.info("worker started", extra={"sink": self.sink_name, "group": group})
+            while not self._stop.is_set():
+                self._turn()
+        finally:
+            self._shutdown()
+
+    def _open_sink(self) -> None:
+        backoff = self._sink_settings.retry.initial_backoff_ms / 1000
+        while not self._stop.is_set():
+            try:
+                self._sink.open()
+            except RetryableError as exc:
+                self._note_down(exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self._sink_settings.retry.max_backoff_ms / 1000)
+                continue
+            self.status.opened = True
+            self._note_up()
+            return
+
+    def _make_dlq(self) -> DeadLetterQueue:
+        kafka = self._settings.kafka
+        topic = kafka_clients.dlq_topic(kafka, self.sink_name)
+        kafka_clients.ensure_topic(kafka_clients.make_admin(kafka), topic)
+        return DeadLetterQueue(kafka_clients.make_producer(kafka), topic, self.sink_name)
+
+    def _subscribe(self) -> None:
+        topics = self._options.topics or self._settings.kafka.subscription()
+        assert self._consumer is not None
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke
+        )
+        self.status.subscribed = True
+
+    def _shutdown(self) -> None:
+        self.status.subscribed = False
+        if self._dlq is not None:
+            try:
+                self._dlq.flush()
+            except RetryableError:
+                log.exception("DLQ flush failed at shutdown", extra={"sink": self.sink_name})
+        if self._consumer is not None:
+            self._consumer.close()
+        self._sink.close()
+        log.info("worker stopped", extra={"sink": self.sink_name})
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        self.status.turned()
+        batch = self._poll_batch()
+        if batch.messages:
+            started = time.monotonic()
+            try:
+                self._deliver(batch.messages)
+            except RetryableError:
+                if not self._stop.is_set():
+                    raise
+                log.warning(
+                    "stopping with a batch undelivered; it will be consumed again",
+                    extra={"sink": self.sink_name, "records": len(batch.messages)},
+                )
+                return
+            metrics.BATCH_SECONDS.labels(self.sink_name).observe(time.monotonic() - started)
+        self._maybe_report_lag()
+
+    def _poll_batch(self) -> _Batch:
+        limits = self._sink_settings.batch
+        assert self._consumer is not None
+        deadline = time.monotonic() + limits.max_wait_ms / 1000
+        batch = _Batch([], 0)
+        while len(batch.messages) < limits.max_events and batch.bytes < limits.max_bytes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set():
+                break
+            wanted = min(limits.max_events - len(batch.messages), 1000)
+            for message in self._consumer.consume(wanted, timeout=remaining):
+                if self._is_data(message):
+                    batch.messages.append(message)
+                    batch.bytes += len(message.value() or b"") + len(message.key() or b"")
+        return batch
+
+    def _is_data(self, message: Message) -> bool:
+        error = message.error()
+        if error is None:
+            return True
+        if error.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", error.str(), extra={"sink": self.sink_name})
+        return False
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _deliver(self, messages: list[Message]) -> None:
+        metrics.EVENTS_CONSUMED.labels(self.sink_name).inc(len(messages))
+        events, failures = self._decode_and_route(messages)
+        outcome = self._delivery().write(events)
+        failures.extend(outcome.failures)
+        self._dead_letter(failures, max(outcome.attempts, 1))
+        self._count_written(events, outcome.failures)
+        self._commit(messages)
+        self._observe_latency(messages)
+
+    def _decode_and_route(self, messages: list[Message]) -> tuple[list[ChangeEvent], list[Failure]]:
+        events: list[ChangeEvent] = []
+        failures: list[Failure] = []
+        for message in messages:
+            origin = _origin_of(message)
+            try:
+                event = self._decoder.decode(origin)
+            except DecodeError as exc:
+                failures.append(Failure(origin, "decode", exc))
+                continue
+            if event is None:
+                continue
+            try:
+                routed = self._router.route(event)
+            except MappingError as exc:
+                failures.append(Failure(origin, "route", exc, event))
+                continue
+            if routed is not None:
+                events.append(routed)
+        return events, failures
+
+    def _delivery(self) -> Delivery:
+        hooks = DeliveryHooks(
+            wait=self._wait_while_down,
+            stopping=self._stop.is_set,
+            on_down=self._note_down,
+            on_up=self._note_up,
+            on_retry=metrics.RETRIES.labels(self.sink_name).inc,
+        )
+        return Delivery(self._sink, self._sink_settings.retry, hooks)
+
+    def _dead_letter(self, failures: list[Failure], attempts: int) -> None:
+        if not failures:
+            return
+        assert self._dlq is not None
+        for failure in failures:
+            self._dlq.send(failure, attempts if failure.stage == "write" else 1)
+            metrics.DLQ_RECORDS.labels(self.sink_name, failure.stage).inc()
+            log.warning(
+                "record dead-lettered",
+                extra={
+                    "sink": self.sink_name,
+                    "stage": failure.stage,
+                    "error_class": failure.error_class,
+                    "error": str(failure.error)[:500],
+                    "topic": failure.origin.topic,
+                    "partition": failure.origin.partition,
+                    "offset": failure.origin.offset,
+                },
+            )
+        self._dlq.flush()
+
+    def _count_written(self, events: list[ChangeEvent], failures: list[Failure]) -> None:
+        failed = {id(failure.event) for failure in failures}
+        counts: dict[tuple[str, str], int] = {}
+        for event in events:
+            if id(event) not in failed:
+                key = (event.target, event.op.value)
+                counts[key] = counts.get(key, 0) + 1
+        for (table, op), count in counts.items():
+            metrics.EVENTS_WRITTEN.labels(self.sink_name, table, op).inc(count)
+
+    def _commit(self, messages: list[Message]) -> None:
+        offsets = _next_offsets(messages, exclude=self._revoked)
+        self._revoked.clear()
+        if not offsets:
+            return
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _BENIGN_COMMIT_ERRORS:
+                raise
+            log.warning("commit skipped: %s", exc.args[0].str(), extra={"sink": self.sink_name})
+            return
+        if self._options.after_commit is not None and self._options.after_commit(offsets):
+            self._stop.set()
+
+    def _observe_latency(self, messages: list[Message]) -> None:
+        now_ms = time.time() * 1000
+        histogram = metrics.END_TO_END_LATENCY.labels(self.sink_name)
+        for message in messages:
+            kind, timestamp = message.timestamp()
+            if kind != 0 and timestamp > 0:
+                histogram.observe(max(0.0, now_ms - timestamp) / 1000)
+
+    # -- a sink that is down ---------------------------------------------------------------
+
+    def _wait_while_down(self, seconds: float) -> None:
+        """Keep the group membership alive while the sink is down: poll with partitions paused."""
+        assert self._consumer is not None
+        self._pause()
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            self.status.turned()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            # Paused partitions deliver nothing; rebalance callbacks run in here.
+            self._rewind(self._consumer.consume(100, timeout=min(remaining, 1.0)))
+
+    def _rewind(self, messages: list[Message]) -> None:
+        """Messages that slipped through while paused are read again after resuming."""
+        first: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                first[key] = min(first.get(key, message.offset()), message.offset())
+        assert self._consumer is not None
+        for (topic, partition), offset in first.items():
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _pause(self) -> None:
+        if not self._paused and self._consumer is not None:
+            self._consumer.pause(self._consumer.assignment())
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused and self._consumer is not None:
+            self._consumer.resume(self._consumer.assignment())
+            self._paused = False
+
+    def _note_down(self, exc: RetryableError) -> None:
+        if self.status.sink_up:
+            log.warning("sink down: %s", exc, extra={"sink": self.sink_name})
+        self.status.sink_up = False
+        self.status.last_error = str(exc)[:500]
+        metrics.SINK_UP.labels(self.sink_name).set(0)
+
+    def _note_up(self) -> None:
+        if not self.status.sink_up:
+            log.info("sink back up", extra={"sink": self.sink_name})
+        self.status.sink_up = True
+        metrics.SINK_UP.labels(self.sink_name).set(1)
+        self._resume()
+
+    # -- rebalance callbacks ---------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info(
+            "partitions assigned",
+            extra={"sink": self.sink_name, "partitions": _describe(partitions)},
+        )
+        self._revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
+        if self._options.on_assign is not None:
+            self._options.on_assign(consumer, partitions)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info(
+            "partitions revoked",
+            extra={"sink": self.sink_name, "partitions": _describe(partitions)},
+        )
+        self._revoked.update((tp.topic, tp.partition) for tp in partitions)
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.sink_name, tp.topic, str(tp.partition))
+
+    # -- lag -------------------------------------------------------------------------------
+
+    def _maybe_report_lag(self) -> None:
+        now = time.monotonic()
+        if now < self._next_lag_report or self._consumer is None:
+            return
+        self._next_lag_report = now + LAG_REPORT_INTERVAL_S
+        assignment = self._consumer.assignment()
+        if not assignment:
+            return
+        for tp in self._consumer.position(assignment):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                metrics.CONSUMER_LAG.labels(self.sink_name, tp.topic, str(tp.partition)).set(
+                    max(0, high - tp.offset)
+                )
+
+
+def _origin_of(message: Message) -> Origin:
+    kind, timestamp = message.timestamp()
+    headers = tuple((key, value or b"") for key, value in (message.headers() or []))
+    return Origin(
+        topic=message.topic(),
+        partition=message.partition(),
+        offset=message.offset(),
+        timestamp_ms=timestamp if kind != 0 else None,
+        key=message.key(),
+        value=message.value(),
+        headers=headers,
+    )
+
+
+def _next_offsets(messages: list[Message], exclude: set[tuple[str, int]]) -> list[TopicPartition]:
+    highest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        if key not in exclude:
+            highest[key] = max(highest.get(key, -1), message.offset())
+    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
+
+
+def _describe(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
