@@ -1,0 +1,62 @@
+import pytest
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Column, Op, Origin
+from fanout.routing import Router
+from fanout.settings import RoutingSettings, TableRoute
+
+
+def event(table: str = "inventory.customers") -> ChangeEvent:
+    return ChangeEvent(
+        op=Op.UPSERT,
+        table=table,
+        key={"id": 1},
+        row={"id": 1, "email": "a@b.c", "ssn": "123", "name": "Ann"},
+        version=10,
+        source_ts_ms=None,
+        origin=Origin("t", 0, 0),
+        columns=(Column("id", "int64", False), Column("email", "string"), Column("ssn", "string")),
+    )
+
+
+def test_default_target_is_the_table_name_without_schema() -> None:
+    routed = Router(RoutingSettings()).route(event())
+    assert routed is not None and routed.target == "customers"
+
+
+def test_target_format_can_keep_the_schema() -> None:
+    routed = Router(RoutingSettings(target_format="{schema}_{table}")).route(event())
+    assert routed is not None and routed.target == "inventory_customers"
+
+
+def test_include_and_exclude_globs() -> None:
+    router = Router(RoutingSettings(include=["inventory.*"], exclude=["*.audit_*"]))
+    assert router.route(event("inventory.customers")) is not None
+    assert router.route(event("inventory.audit_log")) is None
+    assert router.route(event("billing.invoices")) is None
+
+
+def test_drop_and_rename_apply_to_row_and_columns() -> None:
+    route = TableRoute(target="people", drop=["ssn"], rename={"email": "email_address"})
+    routed = Router(RoutingSettings(tables={"inventory.customers": route})).route(event())
+    assert routed is not None
+    assert routed.target == "people"
+    assert routed.row == {"id": 1, "email_address": "a@b.c", "name": "Ann"}
+    assert [c.name for c in routed.columns] == ["id", "email_address"]
+
+
+def test_renaming_a_key_column_renames_the_key() -> None:
+    route = TableRoute(rename={"id": "customer_id"})
+    routed = Router(RoutingSettings(tables={"inventory.customers": route})).route(event())
+    assert routed is not None and routed.key == {"customer_id": 1}
+
+
+def test_dropping_a_key_column_is_a_mapping_error() -> None:
+    route = TableRoute(drop=["id"])
+    with pytest.raises(MappingError, match="primary-key"):
+        Router(RoutingSettings(tables={"inventory.customers": route})).route(event())
+
+
+def test_unknown_placeholder_in_target_format_is_rejected() -> None:
+    with pytest.raises(ValueError, match="placeholder"):
+        RoutingSettings(target_format="{database}_{table}")

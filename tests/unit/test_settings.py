@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+
+from fanout.errors import ConfigError
+from fanout.settings import load_settings, require_subscription
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fanout.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_env_merge_with_env_winning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(
+        tmp_path,
+        "kafka:\n  topics: [a]\nsinks:\n  postgres:\n    enabled: true\n    schema: app\n"
+        "    batch: {max_events: 10, max_wait_ms: 50}\n",
+    )
+    monkeypatch.setenv("FANOUT_SINKS__POSTGRES__BATCH__MAX_EVENTS", "7")
+    settings = load_settings(path)
+    assert settings.sinks.postgres.batch.max_events == 7
+    assert settings.sinks.postgres.batch.max_wait_ms == 50
+    assert settings.sinks.postgres.db_schema == "app"
+    assert settings.sinks.enabled() == ["postgres"]
+
+
+def test_unknown_key_fails_naming_it(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  topicz: [a]\n")
+    with pytest.raises(ConfigError, match=r"kafka\.topicz"):
+        load_settings(path)
+
+
+def test_bad_value_fails_naming_the_nested_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "sinks:\n  postgres:\n    batch:\n      max_events: 0\n")
+    with pytest.raises(ConfigError, match=r"sinks\.postgres\.batch\.max_events"):
+        load_settings(path)
+
+
+def test_bad_env_value_fails_naming_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FANOUT_SINKS__POSTGRES__PORT", "not-a-port")
+    with pytest.raises(ConfigError, match=r"sinks\.postgres\.port"):
+        load_settings()
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+def test_invalid_topic_regex_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, "kafka:\n  topic_pattern: 'cdc\\\\.(unclosed'\n")
+    with pytest.raises(ConfigError, match=r"kafka\.topic_pattern"):
+        load_settings(path)
+
+
+def test_a_subscription_is_required_to_run() -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.topics"):
+        require_subscription(load_settings())
+
+
+def test_secrets_are_masked_when_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FANOUT_SINKS__POSTGRES__PASSWORD", "hunter2")
+    monkeypatch.setenv("FANOUT_KAFKA__SASL_PASSWORD", "s3cret")
+    settings = load_settings()
+    dumped = settings.model_dump_json()
+    assert "hunter2" not in dumped and "s3cret" not in dumped and "hunter2" not in repr(settings)
+    assert settings.sinks.postgres.conninfo()["password"] == "hunter2"
+    assert settings.kafka.client_config()["sasl.password"] == "s3cret"
+
+
+def test_kafka_passthrough_settings_reach_librdkafka(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n"
+        "  sasl_username: svc\n  ssl_ca_location: /ca.pem\n  extra: {fetch.max.bytes: 1048576}\n",
+    )
+    conf = load_settings(path).kafka.client_config()
+    assert conf["security.protocol"] == "SASL_SSL"
+    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert conf["ssl.ca.location"] == "/ca.pem"
+    assert conf["fetch.max.bytes"] == 1048576
+
+
+def test_clickhouse_is_embedded_unless_a_server_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().sinks.clickhouse.effective_mode == "embedded"
+    monkeypatch.setenv("FANOUT_SINKS__CLICKHOUSE__HOST", "ch.internal")
+    assert load_settings().sinks.clickhouse.effective_mode == "server"
