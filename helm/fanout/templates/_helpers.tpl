@@ -245,18 +245,20 @@ referenced (optional); with the chart-made one only the keys it holds.
     "enabled" true
     "batch" (dict "max_events" $v.batch.maxEvents "max_bytes" $v.batch.maxBytes "max_wait_ms" $v.batch.maxWaitMs)
     "retry" (dict "initial_backoff_ms" $v.retry.initialBackoffMs "max_backoff_ms" $v.retry.maxBackoffMs)
-    "routing" $v.routing -}}
+    "routing" (dict "include" $v.routing.include "exclude" $v.routing.exclude "target_format" $v.routing.targetFormat "tables" $v.routing.tables) -}}
 {{- $specific := include (printf "fanout.sink.config.%s" .sink) $v | fromJson -}}
 {{- merge $common $specific | toJson -}}
 {{- end -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.postgres" -}}
-{{- dict "host" .host "port" .port "user" .user "dbname" .dbname "schema" .schema "sslmode" .sslmode | toJson -}}
+{{- $c := dict "host" .host "port" .port "user" .user "dbname" .dbname "schema" .schema "sslmode" .sslmode -}}
+{{- if .sslrootcert }}{{ $_ := set $c "sslrootcert" .sslrootcert }}{{ end -}}
+{{- $c | toJson -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.elasticsearch" -}}
-{{- $c := dict "hosts" .hosts "index_prefix" .indexPrefix "refresh" .refresh "request_timeout_s" .requestTimeoutS -}}
+{{- $c := dict "hosts" .hosts "index_prefix" .indexPrefix "refresh" .refresh "request_timeout_s" .requestTimeoutS "verify_certs" .verifyCerts -}}
 {{- if .username }}{{ $_ := set $c "username" .username }}{{ end -}}
 {{- if .caCerts }}{{ $_ := set $c "ca_certs" .caCerts }}{{ end -}}
 {{- $c | toJson -}}
@@ -271,6 +273,7 @@ referenced (optional); with the chart-made one only the keys it holds.
 {{- $_ := set $c "port" .port -}}
 {{- $_ := set $c "username" .username -}}
 {{- $_ := set $c "secure" .secure -}}
+{{- if .caCert }}{{ $_ := set $c "ca_cert" .caCert }}{{ end -}}
 {{- end -}}
 {{- $c | toJson -}}
 {{- end -}}
@@ -312,8 +315,8 @@ Rendered once, from the ConfigMap template.
 {{- if and $a.enabled (not $a.partitionCount) -}}
 {{- fail (printf "fanout: sinks.%s.autoscaling.partitionCount is required when autoscaling is enabled: set it to the number of partitions the consumer group fanout-%s shares (more replicas would sit idle)" $name $name) -}}
 {{- end -}}
-{{- if and $a.enabled (gt (int $a.minReplicas) (int $a.maxReplicas)) -}}
-{{- fail (printf "fanout: sinks.%s.autoscaling.minReplicas (%d) is greater than maxReplicas (%d)" $name (int $a.minReplicas) (int $a.maxReplicas)) -}}
+{{- if and $a.enabled (gt (int $a.minReplicas) (min (int $a.maxReplicas) (int $a.partitionCount))) -}}
+{{- fail (printf "fanout: sinks.%s.autoscaling.minReplicas (%d) is greater than maxReplicas capped at partitionCount (%d)" $name (int $a.minReplicas) (min (int $a.maxReplicas) (int $a.partitionCount))) -}}
 {{- end -}}
 {{- end -}}
 {{- if include "fanout.clickhouseEmbedded" . -}}
