@@ -89,6 +89,9 @@ class PostgresSettings(SinkSettings):
     sslrootcert: str | None = None
     connect_timeout_s: int = Field(10, gt=0)
     application_name: str = "fanout"
+    # Deletes are remembered this long (tombstones); a replay older than this may resurrect rows.
+    tombstone_retention_hours: int = Field(24 * 7, gt=0)
+    tombstone_purge_interval_minutes: int = Field(60, gt=0)
 
     def conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
