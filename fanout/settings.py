@@ -182,6 +182,9 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, gt=0)
     extra: dict[str, str | int | bool] = Field(default_factory=dict)  # raw librdkafka settings
     version_source: dict[str, VersionSource] = Field(default_factory=dict)  # topic glob -> source
+    # Null-value messages: "auto" = delete unless the topic carries full envelopes (then the
+    # tombstone only follows an op=d event and is skipped); "delete"/"skip" force it.
+    tombstones: Literal["auto", "delete", "skip"] = "auto"
 
     @field_validator("topic_pattern")
     @classmethod
