@@ -140,6 +140,9 @@ class ClickHouseSettings(SinkSettings):
     connect_timeout_s: float = Field(10.0, gt=0)
     send_receive_timeout_s: float = Field(300.0, gt=0)
     low_cardinality: dict[str, list[str]] = Field(default_factory=dict)  # target table -> columns
+    verify_certs: bool = True
+    # Inserts remembered per table for insert_deduplication_token (non-replicated MergeTree).
+    deduplication_window: int = Field(1000, ge=0)
 
     @property
     def effective_mode(self) -> Literal["server", "embedded"]:
