@@ -1,0 +1,1 @@
+"""scripts/devstack implementation (stdlib only)."""

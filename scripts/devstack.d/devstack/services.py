@@ -1,0 +1,472 @@
+"""The four local services: how each is installed, configured, started and probed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+import zipfile
+from pathlib import Path
+
+from . import probes
+from .context import (
+    HOST,
+    Context,
+    DevstackError,
+    apt_install,
+    ensure_service_user,
+    give_to_service_user,
+    java_home,
+    need_tool,
+    run,
+)
+from .procs import Launch
+
+HERE = Path(__file__).resolve().parent.parent  # scripts/devstack.d
+KAFKA_VERSION = os.environ.get("FANOUT_DEVSTACK_KAFKA_VERSION", "4.1.1")
+ES_VERSION = os.environ.get("FANOUT_DEVSTACK_ES_VERSION", "9.2.8")
+ES_ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
+PG_USER = PG_PASSWORD = PG_DB = "fanout"
+
+
+class Service:
+    name = ""
+    port = 0
+    extra_ports: tuple[int, ...] = ()
+    start_timeout = 90.0
+    stop_signal = signal.SIGTERM
+    stop_timeout = 30.0
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.dir = ctx.service_dir(self.name)
+        self.pidfile = self.dir / "pid"
+        self.log = self.dir / "logs" / f"{self.name}.log"
+
+    def not_installable(self) -> str | None:
+        """Why this service cannot be run from this tree (None: it can)."""
+        return None
+
+    def install(self) -> None:
+        """Fetch and unpack what is missing (cached across checkouts)."""
+
+    def launch(self) -> Launch:
+        """Write config, initialise data on first start, say how to start the process."""
+        raise NotImplementedError
+
+    def probe(self) -> str:
+        """One real request; the version the service reports. Raises probes.NotReady."""
+        raise NotImplementedError
+
+    def bootstrap(self) -> None:
+        """After the first successful probe of a freshly started process."""
+
+
+# --- Kafka ------------------------------------------------------------------------------
+
+
+class Kafka(Service):
+    name = "kafka"
+    port = 9092
+    extra_ports = (9093,)
+    start_timeout = 90.0
+
+    @property
+    def libs(self) -> Path:
+        return self.ctx.cache / f"kafka-{KAFKA_VERSION}" / "libs"
+
+    def install(self) -> None:
+        if (self.libs / ".complete").exists():
+            return
+        need_tool(self.ctx, "java", "openjdk-17-jre-headless")
+        mvn = need_tool(self.ctx, "mvn", "maven")
+        self.ctx.log(f"resolving Apache Kafka {KAFKA_VERSION} jars with maven")
+        tmp = self.libs.with_name(f"libs.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(HERE / "kafka" / "pom.xml"),
+                "dependency:copy-dependencies",
+                f"-Dkafka.version={KAFKA_VERSION}",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={tmp}",
+            ],
+            "maven (kafka jars)",
+        )
+        (tmp / ".complete").touch()
+        shutil.rmtree(self.libs, ignore_errors=True)
+        tmp.rename(self.libs)
+
+    def java_argv(self, main: str, heap: str, log4j: Path) -> list[str]:
+        return [
+            str(java_home(17) / "bin/java"),
+            f"-Xms{heap}",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            f"-Dkafka.logs.dir={self.dir / 'logs'}",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+        ]
+
+    def write_config(self) -> Path:
+        conf = self.dir / "config"
+        conf.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        values = {"DATA": self.dir / "data", "LOGS": self.dir / "logs", "HOST": HOST}
+        for name in ("server.properties", "log4j2.properties", "tools-log4j2.properties"):
+            text = (HERE / "kafka" / name).read_text()
+            for key, value in values.items():
+                text = text.replace(f"@{key}@", str(value))
+            (conf / name).write_text(text)
+        return conf
+
+    def launch(self) -> Launch:
+        conf = self.write_config()
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            self.ctx.log(f"kafka: formatting storage (cluster id {cluster_id})")
+            tools_log4j = conf / "tools-log4j2.properties"
+            fmt = ["format", "-t", cluster_id, "-c", str(conf / "server.properties")]
+            run(
+                [*self.java_argv("kafka.tools.StorageTool", "256m", tools_log4j), *fmt],
+                "kafka storage format",
+            )
+        argv = self.java_argv("kafka.Kafka", "512m", conf / "log4j2.properties")
+        return Launch([*argv, str(conf / "server.properties")], self.dir, self.log)
+
+    def cli(self, main: str, args: list[str]) -> list[str]:
+        conf = self.write_config()
+        return self.java_argv(main, "256m", conf / "tools-log4j2.properties") + args
+
+    def probe(self) -> str:
+        cluster = probes.kafka(HOST, self.port)
+        return f"{self._reported_version()} (cluster {cluster.cluster_id})"
+
+    def _reported_version(self) -> str:
+        try:
+            text = self.log.read_text(errors="replace")[-2_000_000:]
+        except OSError:
+            text = ""
+        found = re.findall(r"Kafka version: (\S+)", text)
+        return found[-1] if found else KAFKA_VERSION
+
+
+# --- Elasticsearch ----------------------------------------------------------------------
+
+
+class Elasticsearch(Service):
+    name = "elasticsearch"
+    port = 9200
+    extra_ports = (9300,)
+    start_timeout = 180.0
+    stop_timeout = 60.0
+
+    @property
+    def home(self) -> Path:
+        return self.ctx.cache / f"elasticsearch-{ES_VERSION}"
+
+    def _zip(self) -> Path:
+        repo = Path(os.environ.get("FANOUT_DEVSTACK_M2", Path.home() / ".m2" / "repository"))
+        group, artifact = ES_ARTIFACT.split(":")
+        return (
+            repo / group.replace(".", "/") / artifact / ES_VERSION / f"{artifact}-{ES_VERSION}.zip"
+        )
+
+    def install(self) -> None:
+        ensure_service_user(self.ctx)
+        if (self.home / ".complete").exists():
+            return
+        archive = self._zip()
+        if not archive.exists():
+            mvn = need_tool(self.ctx, "mvn", "maven")
+            self.ctx.log(f"downloading Elasticsearch {ES_VERSION} with maven")
+            run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    "dependency:get",
+                    f"-Dartifact={ES_ARTIFACT}:{ES_VERSION}:zip",
+                    "-Dtransitive=false",
+                ],
+                "maven (elasticsearch zip)",
+            )
+        self.ctx.log(f"unpacking {archive.name} into {self.home}")
+        tmp = self.home.with_name(f"{self.home.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        _unzip(archive, tmp)
+        (tmp / f"elasticsearch-{ES_VERSION}" / ".complete").touch()
+        shutil.rmtree(self.home, ignore_errors=True)
+        (tmp / f"elasticsearch-{ES_VERSION}").rename(self.home)
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.ctx.cache.chmod(0o755)
+
+    def _write_config(self) -> Path:
+        conf = self.dir / "config"
+        if not (conf / "jvm.options").exists():
+            shutil.copytree(self.home / "config", conf, dirs_exist_ok=True)
+        logs = self.dir / "logs"
+        jvm = (self.home / "config" / "jvm.options").read_text()
+        jvm = re.sub(
+            r"^-Xlog:gc.*$",
+            f"-Xlog:gc*:file={logs}/gc.log:utctime:filecount=2,filesize=16m",
+            jvm,
+            flags=re.M,
+        )
+        jvm = jvm.replace("-XX:+HeapDumpOnOutOfMemoryError", "-XX:-HeapDumpOnOutOfMemoryError")
+        (conf / "jvm.options").write_text(jvm)
+        (conf / "jvm.options.d").mkdir(exist_ok=True)
+        (conf / "jvm.options.d" / "devstack.options").write_text("-Xms512m\n-Xmx512m\n")
+        yml = (HERE / "elasticsearch" / "elasticsearch.yml").read_text()
+        yml = yml.replace("@DATA@", str(self.dir / "data")).replace("@LOGS@", str(logs))
+        (conf / "elasticsearch.yml").write_text(yml.replace("@HOST@", HOST))
+        return conf
+
+    def launch(self) -> Launch:
+        for sub in ("data", "logs", "tmp"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        conf = self._write_config()
+        give_to_service_user(self.ctx, self.dir)
+        env = {
+            "ES_PATH_CONF": str(conf),
+            "ES_JAVA_HOME": str(java_home(21)),
+            "ES_TMPDIR": str(self.dir / "tmp"),
+            "ES_JAVA_OPTS": "",
+            "HOME": str(self.dir),
+        }
+        return Launch(
+            [str(self.home / "bin" / "elasticsearch")], self.dir, self.log, env, self.ctx.run_user
+        )
+
+    def probe(self) -> str:
+        # The integ-test distribution has no rest-root module, so no `GET /`: ask the node.
+        base = f"http://{HOST}:{self.port}"
+        health = probes.http_json(f"{base}/_cluster/health?wait_for_status=yellow&timeout=2s")
+        if health.get("timed_out") or health.get("status") not in ("green", "yellow"):
+            raise probes.NotReady(f"elasticsearch: cluster health {health.get('status')}")
+        nodes = probes.http_json(f"{base}/_nodes/_local?filter_path=nodes.*.version")
+        versions = [n.get("version") for n in dict(nodes.get("nodes") or {}).values()]
+        return str(versions[0]) if versions else "?"
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, dest))
+            mode = info.external_attr >> 16
+            if mode & 0o777:
+                path.chmod(mode & 0o777)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+
+class Postgres(Service):
+    name = "postgres"
+    port = 5432
+    start_timeout = 60.0
+    stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
+
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        sock = self.dir / "run"
+        if len(f"{sock}/.s.PGSQL.{self.port}") < 100:
+            return sock
+        digest = hashlib.sha1(str(self.dir).encode()).hexdigest()[:12]
+        return Path(f"/tmp/fanout-devstack-{digest}")
+
+    def bindir(self) -> Path:
+        found = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+            key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        )
+        if not found:
+            _apt_install_postgres(self.ctx)
+            return self.bindir()
+        return found[-1].parent
+
+    def install(self) -> None:
+        ensure_service_user(self.ctx)
+        self.bindir()
+
+    def _initdb(self, bindir: Path) -> None:
+        self.ctx.log("postgres: initdb")
+        give_to_service_user(self.ctx, self.dir)
+        subprocess.run(
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ],
+            cwd=self.dir,
+            user=self.ctx.run_user,
+            group=self.ctx.run_user,
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+        conf = self.data / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\ninclude 'devstack.conf'\n")
+
+    def launch(self) -> Launch:
+        bindir = self.bindir()
+        (self.dir / "logs").mkdir(parents=True, exist_ok=True)
+        if not (self.data / "PG_VERSION").exists():
+            shutil.rmtree(self.data, ignore_errors=True)
+            try:
+                self._initdb(bindir)
+            except subprocess.CalledProcessError as exc:
+                raise DevstackError(f"initdb failed:\n{exc.stdout}\n{exc.stderr}") from exc
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        (self.data / "devstack.conf").write_text(
+            (HERE / "postgres" / "devstack.conf")
+            .read_text()
+            .replace("@HOST@", HOST)
+            .replace("@PORT@", str(self.port))
+            .replace("@SOCKET_DIR@", str(self.socket_dir))
+        )
+        give_to_service_user(self.ctx, self.dir)
+        give_to_service_user(self.ctx, self.socket_dir)
+        return Launch(
+            [str(bindir / "postgres"), "-D", str(self.data)],
+            self.dir,
+            self.log,
+            {"HOME": str(self.dir)},
+            self.ctx.run_user,
+        )
+
+    def psql(self, sql: str, *, admin: bool = False) -> str:
+        if admin:
+            target = ["-h", str(self.socket_dir), "-U", "postgres", "-d", "postgres"]
+        else:
+            target = ["-h", HOST, "-U", PG_USER, "-d", PG_DB]
+        env = {**os.environ, "PGPASSWORD": PG_PASSWORD, "PGCONNECT_TIMEOUT": "3"}
+        proc = subprocess.run(
+            [
+                str(self.bindir() / "psql"),
+                "-p",
+                str(self.port),
+                *target,
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+            timeout=15,
+        )
+        if proc.returncode != 0:
+            raise probes.NotReady(f"postgres: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout.strip()
+
+    def bootstrap(self) -> None:
+        self.psql(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fanout') THEN "
+            f"CREATE ROLE {PG_USER} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'; END IF; END$$;",
+            admin=True,
+        )
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'", admin=True):
+            self.psql(f"CREATE DATABASE {PG_DB} OWNER {PG_USER}", admin=True)
+
+    def probe(self) -> str:
+        try:
+            version = self.psql("SELECT version()")
+        except probes.NotReady as exc:
+            if "does not exist" in str(exc) or "authentication failed" in str(exc):
+                self.bootstrap()
+                version = self.psql("SELECT version()")
+            else:
+                raise
+        return version.split(" on ")[0]
+
+
+def _apt_install_postgres(ctx: Context) -> None:
+    """Debian's postgresql, without letting the package start its own cluster on 5432."""
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = ctx.as_root and not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        apt_install(ctx, "postgresql")
+    finally:
+        if ours:
+            policy.unlink()
+
+
+# --- ClickHouse (chDB-backed HTTP endpoint) ---------------------------------------------
+
+
+class ClickHouse(Service):
+    name = "clickhouse"
+    port = 8123
+    start_timeout = 90.0
+
+    @property
+    def module(self) -> Path:
+        return self.ctx.repo / "tests" / "support" / "chdb_http.py"
+
+    def not_installable(self) -> str | None:
+        if not self.module.exists():
+            return "not installed (tests/support/chdb_http.py is not in this tree yet)"
+        return None
+
+    def launch(self) -> Launch:
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        python = os.environ.get("FANOUT_DEVSTACK_PYTHON", sys.executable)
+        pythonpath = os.pathsep.join(
+            p for p in (str(self.ctx.repo), os.environ.get("PYTHONPATH", "")) if p
+        )
+        argv = [
+            python,
+            "-m",
+            "tests.support.chdb_http",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.dir / "data"),
+        ]
+        return Launch(argv, self.dir, self.log, {"PYTHONPATH": pythonpath})
+
+    def probe(self) -> str:
+        base = f"http://{HOST}:{self.port}"
+        status, body = probes.http(f"{base}/ping")
+        if status != 200 or body != b"Ok.\n":
+            raise probes.NotReady(f"clickhouse: /ping answered {status} {body[:100]!r}")
+        status, body = probes.http(f"{base}/?user=default", b"SELECT version()")
+        if status != 200:
+            raise probes.NotReady(f"clickhouse: SELECT version() -> {status} {body[:200]!r}")
+        return body.decode().strip()
+
+
+SERVICES: list[type[Service]] = [Kafka, Elasticsearch, Postgres, ClickHouse]
