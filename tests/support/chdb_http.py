@@ -142,6 +142,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._serve_query(params, body, readonly)
 
     def _serve_query(self, params: dict[str, str], body: bytes, readonly: bool) -> None:
+        self._response_encoding: str | None = None
         query_id = params.get("query_id") or str(uuid.uuid4())
         started = time.perf_counter()
         request: QueryRequest | None = None
@@ -156,12 +157,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply_result(result, query_id, params)
             status, detail = 200, f"read {result.read_rows} written {result.written_rows} rows"
         log.info(
-            "%s %d %.1fms qid=%s %s: %s",
+            "%s %d %.1fms qid=%s %s (in %s, out %s): %s",
             self.command,
             status,
             (time.perf_counter() - started) * 1000,
             query_id,
             detail,
+            self.headers.get("Content-Encoding", "plain"),
+            self._response_encoding or "plain",
             _log_excerpt(request.statement if request else None),
         )
 
@@ -226,6 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
         encoding = choose_encoding(self.headers.get("Accept-Encoding"))
         if body and encoding and params.get("enable_http_compression", "1") in ("1", "true"):
             body = encode_body(body, encoding)
+            self._response_encoding = encoding
             headers["Content-Encoding"] = encoding
         self._reply(200, body, headers)
 
