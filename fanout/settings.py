@@ -121,10 +121,23 @@ class ElasticsearchSettings(SinkSettings):
     request_timeout_s: float = Field(30.0, gt=0)
     index_prefix: str = ""
     refresh: Literal["false", "true", "wait_for"] = "false"
-    bulk_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    bulk_max_actions: int = Field(1000, gt=0)  # per bulk request (count bound)
+    bulk_max_bytes: int = Field(10 * 1024 * 1024, gt=0)  # per bulk request (size bound)
+    bulk_item_retries: int = Field(3, ge=0)  # in-sink retries of 429/5xx items, then Retryable
     index_settings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
     mappings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
+    # Deletes are remembered this long (tombstone documents); older replays may resurrect rows.
     tombstone_retention_hours: int = Field(24 * 7, gt=0)
+    tombstone_purge_interval_minutes: int = Field(60, gt=0)
+
+    @field_validator("index_prefix")
+    @classmethod
+    def _lowercase_prefix(cls, value: str) -> str:
+        if value != value.lower() or re.search(r'[\\/*?"<>| ,#:]', value):
+            raise ValueError("index names are lowercase, without \\ / * ? \" < > | , # : or spaces")
+        if value.startswith(("_", "-", "+")):
+            raise ValueError("an index name must not start with _, - or +")
+        return value
 
 
 class ClickHouseSettings(SinkSettings):
