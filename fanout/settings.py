@@ -134,7 +134,7 @@ class ElasticsearchSettings(SinkSettings):
     @classmethod
     def _lowercase_prefix(cls, value: str) -> str:
         if value != value.lower() or re.search(r'[\\/*?"<>| ,#:]', value):
-            raise ValueError("index names are lowercase, without \\ / * ? \" < > | , # : or spaces")
+            raise ValueError('index names are lowercase, without \\ / * ? " < > | , # : or spaces')
         if value.startswith(("_", "-", "+")):
             raise ValueError("an index name must not start with _, - or +")
         return value
