@@ -1,0 +1,265 @@
+"""Turning one target's events into staged rows: validation per event shape, then collapse.
+
+Package-private helper of ``sinks.postgres``; no I/O here. Events of the same *shape* (op, key
+names, row names, declared columns, Python value types) map onto the table the same way, so
+the work of checking names and type fit is done once per shape and cached as a
+:class:`Layout`. Collapse keeps the newest event per key (ties: the later one in the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Column, Op
+from fanout.schema import infer_column
+from sinks import _postgres_sql as q
+from sinks._postgres_catalog import TableInfo
+from sinks._postgres_types import PgColumn, check_identifier, describe, fits, pg_type_sql
+
+Shape = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: used as a dict key per event
+class Layout:
+    """How events of one shape become rows of the staging table."""
+
+    columns: tuple[str, ...]  # COPY column list, bookkeeping columns last
+    is_delete: bool = False
+    take: tuple[int, ...] | None = None  # positions of row values to stage; None = all
+    extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
+    json: tuple[int, ...] = ()  # staged positions wrapped as jsonb
+    json_arrays: tuple[int, ...] = ()  # staged positions holding lists of jsonb
+    key_in_order: bool = True  # event.key lists the key columns in the table key's order
+
+    def values(self, event: ChangeEvent) -> list[Any]:
+        """The staged row for ``event``, matching :attr:`columns`."""
+        if self.is_delete:
+            return [*event.key.values(), event.version, True]
+        row = event.row or {}
+        values = [*row.values()]
+        if self.take is not None:
+            values = [values[i] for i in self.take]
+        if self.extra_key:
+            values += [event.key[name] for name in self.extra_key]
+        for i in self.json:
+            if values[i] is not None:
+                values[i] = Jsonb(values[i])
+        for i in self.json_arrays:
+            if values[i] is not None:
+                values[i] = [None if item is None else Jsonb(item) for item in values[i]]
+        values.append(event.version)
+        return values
+
+
+@dataclass(slots=True)
+class Resolution:
+    """The outcome of checking one shape against the table."""
+
+    layout: Layout | None = None
+    error: MappingError | None = None
+    new_columns: list[tuple[str, sql.Composable]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Collapsed:
+    """One target's batch after validation and collapse."""
+
+    rows: dict[Layout, list[list[Any]]] = field(default_factory=dict)
+    upserts: int = 0
+    deletes: int = 0
+    truncate_version: int | None = None
+    truncates: int = 0
+    superseded: int = 0
+
+
+TRUNCATE_LAYOUT = Layout(columns=())
+
+
+def shape_of(event: ChangeEvent) -> Shape:
+    if event.op is Op.TRUNCATE:
+        return (Op.TRUNCATE,)
+    row = event.row or {}
+    return (
+        event.op,
+        tuple(event.key),
+        tuple(row),
+        event.columns,
+        tuple(map(type, row.values())),
+    )
+
+
+def creation_columns(event: ChangeEvent) -> list[Column]:
+    """Columns a new table gets from its first event: known types only, valid names only."""
+    declared = {column.name: column for column in event.columns}
+    values = {**event.key, **(event.row or {})}
+    columns = []
+    for name, value in values.items():
+        if _name_error(name) is not None:
+            continue
+        if name in declared:
+            columns.append(declared[name])
+        elif value is not None:
+            columns.append(infer_column(name, value))
+    return columns
+
+
+def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolution:
+    """Check one event (standing for its shape) against the table."""
+    try:
+        _check_key(info, key, event)
+        if event.op is Op.DELETE:
+            return Resolution(layout=_delete_layout(key, event))
+        return _resolve_upsert(info, key, event)
+    except MappingError as exc:
+        return Resolution(error=exc)
+
+
+def collapse(
+    events: Sequence[ChangeEvent], layouts: Sequence[Layout | None], key: tuple[str, ...]
+) -> tuple[Collapsed, list[tuple[ChangeEvent, MappingError]]]:
+    """Newest event per key; ``layouts[i]`` is None for events that already failed."""
+    out = Collapsed()
+    newest: dict[tuple[Any, ...], int] = {}
+    failed: list[tuple[ChangeEvent, MappingError]] = []
+    considered = 0
+    for i, event in enumerate(events):
+        layout = layouts[i]
+        if layout is None:
+            continue
+        if event.op is Op.TRUNCATE:
+            out.truncates += 1
+            out.truncate_version = max(event.version, out.truncate_version or event.version)
+            continue
+        ident = _key_tuple(event, layout, key)
+        if ident is None:
+            failed.append(
+                (event, MappingError(f"key {event.key!r} has a NULL or unhashable value"))
+            )
+            continue
+        considered += 1
+        previous = newest.get(ident)
+        if previous is None or event.version >= events[previous].version:
+            newest[ident] = i
+    for i in newest.values():
+        _stage(out, events[i], layouts[i])
+    out.superseded = considered - len(newest)
+    return out, failed
+
+
+def _delete_layout(key: tuple[str, ...], event: ChangeEvent) -> Layout:
+    return Layout(
+        columns=(*event.key, q.VERSION, q.DELETE_FLAG),
+        is_delete=True,
+        key_in_order=tuple(event.key) == key,
+    )
+
+
+def _stage(out: Collapsed, event: ChangeEvent, layout: Layout | None) -> None:
+    assert layout is not None
+    out.rows.setdefault(layout, []).append(layout.values(event))
+    if layout.is_delete:
+        out.deletes += 1
+    else:
+        out.upserts += 1
+
+
+def _key_tuple(event: ChangeEvent, layout: Layout, key: tuple[str, ...]) -> tuple[Any, ...] | None:
+    ident = tuple(event.key.values()) if layout.key_in_order else tuple(event.key[k] for k in key)
+    try:
+        hash(ident)
+    except TypeError:
+        return None
+    return None if None in ident else ident
+
+
+def _check_key(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> None:
+    for name in event.key:
+        _raise_name_error(name)
+    if frozenset(event.key) != frozenset(key):
+        raise MappingError(
+            f"key columns ({', '.join(event.key)}) do not match the key of table "
+            f"{info.name} ({', '.join(key)})"
+        )
+
+
+def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolution:
+    row = event.row or {}
+    declared = {column.name: column for column in event.columns}
+    take: list[int] = []
+    json: list[int] = []
+    json_arrays: list[int] = []
+    new_columns: list[tuple[str, sql.Composable]] = []
+    for position, (name, value) in enumerate(row.items()):
+        _raise_name_error(name)
+        target = info.columns.get(name)
+        if target is not None and target.generated:
+            continue  # computed by PostgreSQL from the other columns
+        if target is None:
+            if name in declared or value is not None:
+                column = declared.get(name) or infer_column(name, value)
+                new_columns.append((name, pg_type_sql(column)))
+            continue
+        _check_fit(name, declared.get(name), value, target)
+        if target.is_json and (name in declared or not isinstance(value, str)):
+            json.append(len(take))
+        elif target.is_json_array:
+            json_arrays.append(len(take))
+        take.append(position)
+    if new_columns:
+        return Resolution(new_columns=new_columns)
+    return Resolution(layout=_upsert_layout(row, key, event, take, json, json_arrays))
+
+
+def _upsert_layout(
+    row: dict[str, Any],
+    key: tuple[str, ...],
+    event: ChangeEvent,
+    take: list[int],
+    json: list[int],
+    json_arrays: list[int],
+) -> Layout:
+    names = list(row)
+    staged = [names[i] for i in take]
+    extra_key = tuple(name for name in event.key if name not in row)
+    return Layout(
+        columns=(*staged, *extra_key, q.VERSION),
+        take=None if len(take) == len(names) else tuple(take),
+        extra_key=extra_key,
+        json=tuple(json),
+        json_arrays=tuple(json_arrays),
+        key_in_order=tuple(event.key) == key,
+    )
+
+
+def _check_fit(name: str, declared: Column | None, value: Any, target: PgColumn) -> None:
+    if declared is not None:
+        column, inferred = declared, False
+    elif value is None:
+        return  # NULL fits every column
+    else:
+        column, inferred = infer_column(name, value), True
+    if not fits(column, target, inferred=inferred):
+        raise MappingError(
+            f"column {name}: source type {describe(column)} does not fit target column type "
+            f"{target.type_sql}"
+        )
+
+
+def _name_error(name: str) -> MappingError | None:
+    try:
+        _raise_name_error(name)
+    except MappingError as exc:
+        return exc
+    return None
+
+
+def _raise_name_error(name: str) -> None:
+    check_identifier(name, "column")
+    if name.startswith(q.RESERVED_PREFIX):
+        raise MappingError(f"column {name}: names starting with {q.RESERVED_PREFIX} are reserved")
