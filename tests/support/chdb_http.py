@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -81,6 +82,7 @@ _CONTENT_TYPES = (
     ("Arrow", "application/octet-stream"),
 )
 _TEXT = "text/plain; charset=UTF-8"
+MAX_REQUEST_LINE = 1024 * 1024  # ClickHouse's http_max_uri_size default
 
 
 def content_type(fmt: str | None) -> str:
@@ -111,17 +113,40 @@ def _log_excerpt(statement: Statement | None) -> str:
     return (sql[:cut] + " VALUES …" if cut >= 0 else sql)[:200]
 
 
+def _as_clickhouse_error(exc: Exception) -> ClickHouseError:
+    if isinstance(exc, ClickHouseError):
+        return exc
+    log.exception("unexpected error")  # a bug here, not a query error: keep the traceback
+    return ClickHouseError.from_exception(exc)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "chdb-http"
     timeout = 600  # idle keep-alive connections are dropped after this
     server: ChdbHttpServer
 
-    def do_GET(self) -> None:
-        self._serve(readonly=True)
+    def handle_one_request(self) -> None:
+        """The stdlib's, with ClickHouse's 1 MiB request-line limit instead of 64 KiB
+        (clickhouse-connect's command() puts long bind parameters into the URL)."""
+        try:
+            self.raw_requestline = self.rfile.readline(MAX_REQUEST_LINE + 1)
+            if len(self.raw_requestline) > MAX_REQUEST_LINE:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+            elif not self.raw_requestline:
+                self.close_connection = True
+            elif self.parse_request():
+                self._dispatch()
+                self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
 
-    def do_POST(self) -> None:
-        self._serve(readonly=False)
+    def _dispatch(self) -> None:
+        if self.command in ("GET", "POST"):
+            self._serve(readonly=self.command == "GET")
+        else:
+            self.send_error(HTTPStatus.NOT_IMPLEMENTED, f"Unsupported method {self.command}")
 
     def log_message(self, format: str, *args: object) -> None:
         """Silenced: one line per query is logged by _serve instead."""
@@ -129,9 +154,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self, readonly: bool) -> None:
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        body = read_body(
-            self.rfile, self.headers.get("Transfer-Encoding"), self.headers.get("Content-Length")
-        )
+        try:
+            body = read_body(
+                self.rfile,
+                self.headers.get("Transfer-Encoding"),
+                self.headers.get("Content-Length"),
+            )
+        except (ValueError, OSError) as exc:
+            self.close_connection = True
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Cannot read the request body: {exc}")
+            return
         if url.path in ("/ping", "/replicas_status") or (
             url.path == "/" and "query" not in params and not body
         ):
@@ -150,9 +182,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._authenticate(params)
             request = self._request(params, body, readonly)
             result = self.server.engine.execute(request)
-        except ClickHouseError as exc:
-            self._reply_error(exc, query_id)
-            status, detail = exc.http_status, f"error {exc.code} {exc.name}"
+        except Exception as exc:
+            error = _as_clickhouse_error(exc)
+            self._reply_error(error, query_id)
+            status, detail = error.http_status, f"error {error.code} {error.name}"
         else:
             self._reply_result(result, query_id, params)
             status, detail = 200, f"read {result.read_rows} written {result.written_rows} rows"

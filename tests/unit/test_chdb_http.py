@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -267,3 +268,30 @@ def test_cli_serves_until_sigterm_then_exits_cleanly(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def test_long_bind_parameters_fit_in_the_url(client: Client) -> None:
+    long_value = "y" * 200_000  # command() sends binds as URL parameters
+    assert client.command("SELECT length({v:String})", parameters={"v": long_value}) == 200_000
+
+
+def test_concurrent_clients_are_all_served(server: ChdbHttpServer) -> None:
+    table = new_table(connect(server))
+    failures: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        try:
+            own = connect(server, compress=worker % 2 == 0)
+            for n in range(10):
+                own.insert(table, [row(worker * 100 + n, 1)], column_names=COLUMNS)
+                own.query(f"SELECT count() FROM {table}")
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert connect(server).command(f"SELECT count() FROM {table}") == 40
