@@ -149,9 +149,12 @@ def read_topic(topic: str, timeout_s: float = 20, expect: int | None = None) -> 
 
 @dataclass
 class WorkerProcess:
-    """``fanout run --sink NAME`` in a subprocess, configured by a YAML file and env."""
+    """``fanout run [--sink NAME]`` in a subprocess, configured by a YAML file and env.
 
-    sink: str
+    ``sink=None`` runs every enabled sink in the one process.
+    """
+
+    sink: str | None
     config: Mapping[str, Any]
     workdir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -160,22 +163,14 @@ class WorkerProcess:
 
     def start(self) -> WorkerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / f"{self.sink}-{uuid.uuid4().hex[:6]}.yaml"
+        config_path = self.workdir / f"{self.sink or 'all'}-{uuid.uuid4().hex[:6]}.yaml"
         config_path.write_text(json.dumps(self.config))  # JSON is YAML
         self.log_path = config_path.with_suffix(".log")
         env = {**os.environ, **self.extra_env, "PYTHONPATH": str(REPO)}
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "fanout.cli",
-                    "--config",
-                    str(config_path),
-                    "run",
-                    "--sink",
-                    self.sink,
-                ],
+                [sys.executable, "-m", "fanout.cli", "--config", str(config_path), "run"]
+                + (["--sink", self.sink] if self.sink else []),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -1,0 +1,257 @@
+"""The runtime end to end: real Kafka, `fanout run --sink postgres` processes, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.integration.runtime_support import (
+    Pipeline,
+    all_tables_state,
+    diff,
+    new_pipeline,
+    oracle,
+)
+from tests.support.debezium import Message, generate_stream, produce_stream
+from tests.support.pipeline import (
+    REPO,
+    committed_offsets,
+    create_topic,
+    end_offsets,
+    produce,
+    read_topic,
+    wait_caught_up,
+    wait_for,
+)
+
+
+@pytest.fixture
+def pipeline(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> Pipeline:
+    line = new_pipeline(pg_conninfo, tmp_path)
+    create_topic(line.topic, partitions=6)
+    return line
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Any]]:
+    started: list[Any] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+def stream(n_events: int, n_keys: int = 200, seed: int = 1) -> list[Message]:
+    return list(generate_stream(n_events, n_keys=n_keys, seed=seed))
+
+
+def assert_converged(pg: psycopg.Connection[Any], line: Pipeline, messages: list[Message]) -> None:
+    actual, expected = all_tables_state(pg, line.schema), oracle(messages)
+    assert actual == expected, diff(actual, expected)
+    assert sum(len(rows) for rows in expected.values()) > 0
+
+
+def test_final_state_is_the_newest_event_per_key(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(4000)
+    produce_stream(pipeline.topic, messages)
+    workers.append(pipeline.worker())
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
+    assert read_topic(pipeline.dlq_topic, timeout_s=2, expect=0) == []
+
+
+def test_duplicates_and_older_batches_delivered_again_change_nothing(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(3000)
+    produce_stream(pipeline.topic, messages)
+    workers.append(pipeline.worker())
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    # The whole stream again, then its first half once more: older than what the sink holds.
+    produce_stream(pipeline.topic, messages)
+    produce_stream(pipeline.topic, messages[: len(messages) // 2])
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
+
+
+def test_replay_from_offset_zero_while_live_events_continue_converges(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(6000, n_keys=150, seed=7)
+    first, second = messages[:3000], messages[3000:]
+    produce_stream(pipeline.topic, first)
+    workers.append(pipeline.worker())
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    # A second consumer group on the same tables reads everything from offset 0 ...
+    replay = Pipeline(
+        pipeline.topic, pipeline.prefix + "-replay", pipeline.schema, pipeline.pg, pipeline.workdir
+    )
+    workers.append(replay.worker(max_events=97))
+    # ... while the live one keeps receiving new events, deletes and re-inserts among them.
+    produce_stream(pipeline.topic, second)
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    wait_caught_up(replay.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
+
+
+def _retype(value: bytes, column: str, new_value: Any) -> bytes:
+    """The same Debezium message with ``column`` now declared as a string: a type change."""
+    envelope = json.loads(value)
+    after = next(f for f in envelope["schema"]["fields"] if f["field"] == "after")
+    field = next(f for f in after["fields"] if f["field"] == column)
+    field.clear()
+    field.update({"type": "string", "optional": True, "field": column})
+    envelope["payload"]["after"][column] = new_value
+    return json.dumps(envelope).encode()
+
+
+def test_poison_records_go_to_the_dlq_and_their_neighbours_are_written(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    good = [m for m in stream(600, seed=3) if m.value is not None]
+    customers = next(m for m in good if m.event.table == "inventory.customers" and m.event.row)
+    int_column = next(
+        c.name
+        for c in customers.event.spec.columns
+        if c.kind in ("int32", "int64") and c.name not in customers.event.key
+    )
+    poison = [
+        (b'{"id": 1}', b"{not json"),
+        (None, customers.value),
+        (customers.key, _retype(customers.value or b"", int_column, "not a number")),
+    ]
+    produce_stream(pipeline.topic, good[:300])
+    produce(pipeline.topic, poison)
+    produce_stream(pipeline.topic, good[300:])
+    workers.append(pipeline.worker(max_events=1000))
+    wait_caught_up(pipeline.group, [pipeline.topic])
+
+    assert_converged(pg, pipeline, good)
+    dead = read_topic(pipeline.dlq_topic, expect=3)
+    headers = [dict(m.headers()) for m in dead]
+    assert sorted(h["fanout.error.class"].decode() for h in headers) == [
+        "DecodeError",
+        "DecodeError",
+        "MappingError",
+    ]
+    assert {h["fanout.error.stage"].decode() for h in headers} == {"decode", "write"}
+    mapping = next(h for h in headers if h["fanout.error.class"] == b"MappingError")
+    assert int_column in mapping["fanout.error.message"].decode()
+    for message, h in zip(dead, headers, strict=True):
+        assert h["fanout.origin.topic"].decode() == pipeline.topic
+        assert h["fanout.sink"] == b"postgres"
+        assert int(h["fanout.attempts"]) >= 1
+        assert {
+            "fanout.origin.partition",
+            "fanout.origin.offset",
+            "fanout.origin.timestamp",
+            "fanout.failed_at",
+        } <= set(h)
+        assert (message.key(), message.value()) in poison  # original bytes, untouched
+
+
+def test_postgres_down_for_ten_seconds_loses_nothing_and_dead_letters_nothing(
+    pipeline: Pipeline, pg_conninfo: dict[str, Any], workers: list[Any]
+) -> None:
+    messages = stream(6000, seed=11)
+    produce_stream(pipeline.topic, messages[:2000])
+    workers.append(pipeline.worker(max_events=200))
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    devstack("down", "postgres")
+    try:
+        produce_stream(pipeline.topic, messages[2000:])
+        # Ten seconds of outage, measured by the worker staying behind (it cannot commit).
+        with pytest.raises(AssertionError, match="timed out"):
+            wait_caught_up(pipeline.group, [pipeline.topic], timeout_s=10)
+        assert workers[0].alive
+    finally:
+        devstack("up", "postgres")
+    wait_caught_up(pipeline.group, [pipeline.topic], timeout_s=180)
+    with psycopg.connect(**pg_conninfo, autocommit=True) as pg:
+        assert_converged(pg, pipeline, messages)
+    assert read_topic(pipeline.dlq_topic, timeout_s=2, expect=0) == []
+    assert "sink down" in workers[0].log() and "sink back up" in workers[0].log()
+
+
+def test_worker_killed_mid_batch_and_restarted_ends_correct(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(20000, n_keys=400, seed=5)
+    produce_stream(pipeline.topic, messages)
+    first = pipeline.worker(max_events=100)
+    workers.append(first)
+    total = sum(end_offsets([pipeline.topic]).values())
+    wait_for(
+        lambda: (
+            0
+            < sum(max(o, 0) for o in committed_offsets(pipeline.group, [pipeline.topic]).values())
+            < total // 2
+        ),
+        60,
+        "the worker to be part-way through",
+        interval_s=0.05,
+    )
+    first.signal(signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL
+    workers.append(pipeline.worker())
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
+
+
+def test_sigterm_drains_commits_and_exits_zero(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    produce_stream(pipeline.topic, stream(2000))
+    worker = pipeline.worker(max_events=100)
+    workers.append(worker)
+    wait_for(
+        lambda: any(o > 0 for o in committed_offsets(pipeline.group, [pipeline.topic]).values()),
+        60,
+        "a first commit",
+    )
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.log()[-2000:]
+    assert "worker stopped" in worker.log()
+
+
+def test_two_workers_split_the_partitions_and_a_rebalance_loses_nothing(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(12000, n_keys=300, seed=9)
+    one, two = pipeline.worker(max_events=100), pipeline.worker(max_events=100)
+    workers.extend([one, two])
+    wait_for(
+        lambda: "partitions assigned" in one.log() and "partitions assigned" in two.log(),
+        60,
+        "both workers to get partitions",
+    )
+    produce_stream(pipeline.topic, messages[:6000])
+    wait_for(lambda: _assigned(one) and _assigned(two), 60, "both workers to own partitions")
+    two.signal(signal.SIGTERM)  # its partitions move to the first worker
+    assert two.wait() == 0
+    produce_stream(pipeline.topic, messages[6000:])
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
+
+
+def _assigned(worker: Any) -> bool:
+    """The worker's last assignment in its JSON log names at least one partition."""
+    assigned = [
+        json.loads(line) for line in worker.log().splitlines() if '"partitions assigned"' in line
+    ]
+    return bool(assigned and assigned[-1].get("partitions"))
+
+
+def devstack(*args: str) -> None:
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "devstack"), *args], check=True, timeout=180
+    )
