@@ -63,8 +63,9 @@ def wait_ready(svc: Service, alive: Callable[[], int | None], deadline: float) -
 
 
 def _fail(svc: Service, exc: DevstackError) -> DevstackError:
-    tail = procs.log_tail(svc.log)
-    return DevstackError(f"{exc}\n---- last lines of {svc.log} ----\n{tail}\n----")
+    logs = [svc.main_log] if svc.main_log == svc.log else [svc.log, svc.main_log]
+    tails = "".join(f"\n---- last lines of {log} ----\n{procs.log_tail(log)}" for log in logs)
+    return DevstackError(f"{exc}{tails}\n----")
 
 
 def _check_ports(svc: Service) -> None:
@@ -279,7 +280,7 @@ def main(repo: Path) -> int:
             return cmd_status(ctx)
         if args.cmd == "logs":
             svc = next(c(ctx) for c in SERVICES if c.name == args.service)
-            print(procs.log_tail(svc.log, args.n))
+            print(procs.log_tail(svc.main_log, args.n))
             return 0
         return cmd_env()
     except DevstackError as exc:

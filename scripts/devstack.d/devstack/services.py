@@ -47,7 +47,12 @@ class Service:
         self.ctx = ctx
         self.dir = ctx.service_dir(self.name)
         self.pidfile = self.dir / "pid"
-        self.log = self.dir / "logs" / f"{self.name}.log"
+        self.log = self.dir / "logs" / f"{self.name}.log"  # the process's stdout and stderr
+
+    @property
+    def main_log(self) -> Path:
+        """The log to show first: where the service writes its own messages."""
+        return self.log
 
     def not_installable(self) -> str | None:
         """Why this service cannot be run from this tree (None: it can)."""
@@ -147,6 +152,10 @@ class Kafka(Service):
         argv = self.java_argv("kafka.Kafka", "512m", conf / "log4j2.properties")
         return Launch([*argv, str(conf / "server.properties")], self.dir, self.log)
 
+    @property
+    def main_log(self) -> Path:
+        return self.dir / "logs" / "server.log"  # log4j2; stdout stays nearly empty
+
     def cli(self, main: str, args: list[str]) -> list[str]:
         conf = self.write_config()
         return self.java_argv(main, "256m", conf / "tools-log4j2.properties") + args
@@ -157,7 +166,7 @@ class Kafka(Service):
 
     def _reported_version(self) -> str:
         try:
-            text = self.log.read_text(errors="replace")[-2_000_000:]
+            text = self.main_log.read_text(errors="replace")[-2_000_000:]
         except OSError:
             text = ""
         found = re.findall(r"Kafka version: (\S+)", text)
