@@ -1,0 +1,302 @@
+"""ClickHouse column types for fanout's logical types, identifier quoting, value conversion.
+
+One logical type maps to one ClickHouse type (``ch_type_for``); a column already in a table
+has a *kind* (``TableColumn.kind``) that says which logical types it can still take
+(``mismatch``), how a value is converted on the way in (``converter_for``) and what a
+non-Nullable column holds when an event carries no value for it (``zero_for``). Kinds that a
+ClickHouse type cannot tell apart (JSON, time and binary columns are all ``String``) are kept in
+the column comment (``fanout:json``), so they survive restarts and other writers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+from clickhouse_connect.datatypes.base import ClickHouseType
+from clickhouse_connect.datatypes.registry import get_from_name
+
+from fanout.errors import MappingError
+from fanout.events import Column
+
+RESERVED_PREFIX = "_fanout"
+COMMENT_PREFIX = "fanout:"
+MAX_NAME_LENGTH = 200
+DEFAULT_DECIMAL_PRECISION = 38
+DEFAULT_DECIMAL_SCALE = 18
+MAX_DECIMAL_PRECISION = 76
+UTC = dt.UTC
+
+Converter = Callable[[Any], Any]
+
+# logical type -> (ClickHouse type, kind); decimal and array are built from their parameters.
+_SIMPLE: dict[str, tuple[str, str]] = {
+    "boolean": ("Bool", "bool"),
+    "int16": ("Int16", "int"),
+    "int32": ("Int32", "int"),
+    "int64": ("Int64", "int"),
+    "float32": ("Float32", "float"),
+    "float64": ("Float64", "float"),
+    "string": ("String", "string"),
+    "bytes": ("String", "bytes"),
+    "uuid": ("UUID", "uuid"),
+    "date": ("Date32", "date"),
+    "time": ("String", "time"),
+    # A zone-less timestamp is stored as if it were UTC: it then reads back with the same
+    # wall-clock value whatever the server's or session's time zone is.
+    "timestamp": ("DateTime64(6, 'UTC')", "datetime"),
+    "timestamptz": ("DateTime64(6, 'UTC')", "datetime"),
+    "json": ("String", "json"),
+}
+_COMMENTED_KINDS = frozenset({"bytes", "time", "json"})
+_INTS = frozenset({"int16", "int32", "int64"})
+_NUMBERS = _INTS | {"float32", "float64"}
+
+# kind of an existing column -> logical types it accepts without a lossy or senseless conversion
+ACCEPTS: dict[str, frozenset[str]] = {
+    "int": _INTS,
+    "float": _NUMBERS,
+    "decimal": _INTS | {"decimal"},
+    "bool": frozenset({"boolean"}),
+    "string": frozenset({"string", "uuid", "bytes"}),
+    "bytes": frozenset({"bytes", "string"}),
+    "json": _NUMBERS | {"json", "string", "boolean", "array", "decimal"},
+    "time": frozenset({"time", "string"}),
+    "uuid": frozenset({"uuid", "string"}),
+    "date": frozenset({"date"}),
+    "datetime": frozenset({"timestamp", "timestamptz"}),
+    "array": frozenset({"array"}),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TableColumn:
+    """A column of a ClickHouse table as fanout sees it."""
+
+    name: str
+    ch_type: str  # full type, e.g. "LowCardinality(Nullable(String))"
+    kind: str  # a key of ACCEPTS, or "other" for types fanout never creates
+    nullable: bool
+    item_kind: str | None = None  # element kind of an Array column
+
+    def definition(self) -> str:
+        """The column as it appears in CREATE TABLE / ADD COLUMN."""
+        text = f"{quote_identifier(self.name)} {self.ch_type}"
+        if self.kind in _COMMENTED_KINDS:
+            text += f" COMMENT {quote_string(COMMENT_PREFIX + self.kind)}"
+        return text
+
+
+# ---- identifiers -------------------------------------------------------------------------
+
+
+def quote_identifier(name: str) -> str:
+    """The only way a name gets into SQL: backquoted, with backslash and backquote escaped."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+def quote_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@lru_cache(maxsize=4096)
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a ClickHouse table or column name, or None if it can."""
+    if not name or not name.strip():
+        return "empty name"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"name longer than {MAX_NAME_LENGTH} characters"
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return "name contains control characters"
+    if name.startswith(RESERVED_PREFIX):
+        return f"names starting with {RESERVED_PREFIX!r} are reserved for fanout"
+    return None
+
+
+def check_target(name: str) -> str:
+    problem = name_problem(name)
+    if problem:
+        raise MappingError(f"invalid ClickHouse table name {name!r}: {problem}")
+    return name
+
+
+# ---- logical type -> ClickHouse type -----------------------------------------------------
+
+
+def table_column_for(column: Column, *, key: bool, low_cardinality: bool) -> TableColumn:
+    """The column to create for a source column; key columns are never Nullable.
+
+    Raises MappingError for a type ClickHouse cannot hold (e.g. a 100-digit decimal).
+    """
+    base, kind, item_kind = _base_type(column)
+    nullable = column.optional and not key and kind != "array"  # Array cannot be Nullable
+    ch_type = f"Nullable({base})" if nullable else base
+    if low_cardinality and kind == "string":
+        ch_type = f"LowCardinality({ch_type})"
+    return TableColumn(column.name, ch_type, kind, nullable, item_kind)
+
+
+def _base_type(column: Column) -> tuple[str, str, str | None]:
+    if column.type == "decimal":
+        return _decimal_type(column), "decimal", None
+    if column.type == "array":
+        items = column.param("items") or "string"
+        if items not in _SIMPLE or _SIMPLE[items][1] in _COMMENTED_KINDS:
+            return "String", "json", None  # arrays of JSON/time/bytes/nested arrays as JSON
+        item_type, item_kind = _SIMPLE[items]
+        return f"Array(Nullable({item_type}))", "array", item_kind
+    if column.type not in _SIMPLE:
+        raise MappingError(f"column {column.name!r}: unknown logical type {column.type!r}")
+    base, kind = _SIMPLE[column.type]
+    return base, kind, None
+
+
+def _decimal_type(column: Column) -> str:
+    scale = _int_param(column, "scale", DEFAULT_DECIMAL_SCALE)
+    precision = _int_param(column, "precision", max(DEFAULT_DECIMAL_PRECISION, scale))
+    if not 0 <= scale <= precision <= MAX_DECIMAL_PRECISION:
+        raise MappingError(
+            f"column {column.name!r}: decimal({precision}, {scale}) does not fit ClickHouse's "
+            f"Decimal (precision 1..{MAX_DECIMAL_PRECISION}, 0 <= scale <= precision)"
+        )
+    return f"Decimal({max(precision, 1)}, {scale})"
+
+
+def _int_param(column: Column, name: str, default: int) -> int:
+    value = column.param(name)
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        raise MappingError(f"column {column.name!r}: {name} {value!r} is not a number") from None
+
+
+# ---- existing ClickHouse column -> kind --------------------------------------------------
+
+
+def table_column_from_catalog(name: str, ch_type: str, comment: str) -> TableColumn:
+    """Rebuild a TableColumn from ``system.columns`` (type string and comment)."""
+    inner, nullable = _unwrap(ch_type)
+    kind = _kind_of(inner)
+    if comment.startswith(COMMENT_PREFIX) and kind == "string":
+        kind = comment.removeprefix(COMMENT_PREFIX)
+    item_kind = None
+    if kind == "array":
+        item_kind = _kind_of(_unwrap(inner[len("Array(") : -1])[0])
+    return TableColumn(name, ch_type, kind, nullable, item_kind)
+
+
+def _unwrap(ch_type: str) -> tuple[str, bool]:
+    nullable = False
+    for wrapper in ("LowCardinality(", "Nullable("):
+        if ch_type.startswith(wrapper) and ch_type.endswith(")"):
+            ch_type = ch_type[len(wrapper) : -1]
+            nullable = nullable or wrapper == "Nullable("
+    return ch_type, nullable
+
+
+def _kind_of(ch_type: str) -> str:
+    family = ch_type.split("(", 1)[0]
+    prefixes = (
+        (("Int", "UInt"), "int"),
+        (("Float",), "float"),
+        (("Decimal",), "decimal"),
+        (("Bool",), "bool"),
+        (("String", "FixedString", "Enum"), "string"),
+        (("UUID",), "uuid"),
+        (("Date",), "date"),
+        (("DateTime",), "datetime"),
+        (("Array",), "array"),
+    )
+    for starts, kind in prefixes:
+        if family.startswith(starts) and not (kind == "date" and family.startswith("DateTime")):
+            return kind
+    return "other"
+
+
+# ---- compatibility ----------------------------------------------------------------------
+
+
+def mismatch(existing: TableColumn, column: Column, value: Any) -> str | None:
+    """Why the event's ``column`` (holding ``value``) cannot go into ``existing``, or None."""
+    if value is None:
+        if existing.nullable or existing.kind == "array":
+            return None
+        return f"column {existing.name!r} is NULL but the table column is {existing.ch_type}"
+    accepted = ACCEPTS.get(existing.kind)
+    if accepted is not None and column.type not in accepted:
+        return _type_change(existing, column.type)
+    if existing.kind == "array" and existing.item_kind in ACCEPTS:
+        items = column.param("items") or "string"
+        if items not in ACCEPTS[existing.item_kind]:
+            return _type_change(existing, f"array of {items}")
+    return None
+
+
+def _type_change(existing: TableColumn, logical: str) -> str:
+    return (
+        f"incompatible type change: column {existing.name!r} is {existing.ch_type} in "
+        f"ClickHouse but the event carries a {logical} value"
+    )
+
+
+# ---- values ------------------------------------------------------------------------------
+
+
+def _to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _to_time(value: Any) -> str:
+    return value.isoformat("microseconds") if isinstance(value, dt.time) else str(value)
+
+
+def _to_utc(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+_CONVERTERS: dict[str, Converter] = {"json": _to_json, "time": _to_time, "datetime": _to_utc}
+
+_ZEROS: dict[str, Any] = {
+    "int": 0,
+    "float": 0.0,
+    "decimal": Decimal(0),
+    "bool": False,
+    "string": "",
+    "bytes": b"",
+    "json": "",
+    "time": "",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "date": dt.date(1970, 1, 1),
+    "datetime": dt.datetime(1970, 1, 1, tzinfo=UTC),
+}
+
+
+def converter_for(column: TableColumn) -> Converter | None:
+    """How a non-NULL value is prepared for ``column``; None when it goes in as it is."""
+    return _CONVERTERS.get(column.kind)
+
+
+def zero_for(column: TableColumn) -> Any:
+    """What a column holds when the event has no value for it (NULL if it is Nullable)."""
+    if column.kind == "array":
+        return []
+    if column.nullable:
+        return None
+    return _ZEROS.get(column.kind)
+
+
+@lru_cache(maxsize=1024)
+def driver_type(ch_type: str) -> ClickHouseType:
+    """clickhouse-connect's type object for a type string (saves a DESCRIBE per insert)."""
+    return get_from_name(ch_type)
+
+
+def low_cardinality_columns(configured: dict[str, list[str]], target: str) -> Collection[str]:
+    return frozenset(configured.get(target, ()))
