@@ -55,6 +55,10 @@ class WorkerOptions:
     after_commit: Callable[[Sequence[TopicPartition]], bool] | None = None
     # Called on assignment (e.g. to seek a backfill to a point in time, or stop at an end).
     on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None
+    # Metadata committed with each partition's offset (a backfill keeps its bounds there).
+    commit_metadata: Callable[[str, int], str | None] | None = None
+    # Routing for this run (a backfill's --tables narrows it); default from the sink's settings.
+    router: Router | None = None
 
 
 @dataclass
@@ -80,7 +84,7 @@ class SinkWorker:
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
         self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
-        self._router = Router(self._sink_settings.routing)
+        self._router = self._options.router or Router(self._sink_settings.routing)
         self._revoked: set[tuple[str, int]] = set()
         self._paused = False
         self._next_lag_report = 0.0
@@ -272,6 +276,8 @@ class SinkWorker:
     def _commit(self, messages: list[Message]) -> None:
         offsets = _next_offsets(messages, exclude=self._revoked)
         self._revoked.clear()
+        if self._options.commit_metadata is not None:
+            offsets = _with_metadata(offsets, self._options.commit_metadata)
         if not offsets:
             return
         assert self._consumer is not None
@@ -405,6 +411,15 @@ def _next_offsets(messages: list[Message], exclude: set[tuple[str, int]]) -> lis
         if key not in exclude:
             highest[key] = max(highest.get(key, -1), message.offset())
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
+
+
+def _with_metadata(
+    offsets: list[TopicPartition], metadata: Callable[[str, int], str | None]
+) -> list[TopicPartition]:
+    return [
+        TopicPartition(tp.topic, tp.partition, tp.offset, metadata=metadata(tp.topic, tp.partition))
+        for tp in offsets
+    ]
 
 
 def _describe(partitions: list[TopicPartition]) -> list[str]:
