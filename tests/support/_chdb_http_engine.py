@@ -11,6 +11,7 @@ returns.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class QueryRequest:
     statement: Statement
     default_format: str = "TabSeparated"
     database: str | None = None
+    session_id: str | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] = field(default_factory=dict)  # server-side `{name:Type}` binds
 
@@ -54,6 +56,18 @@ class QueryResult:
         }
 
 
+def _identifier(name: str) -> str:
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
+
+
+@dataclass(slots=True)
+class _SessionState:
+    """What SET/USE statements left behind in one HTTP session (`session_id`)."""
+
+    settings: dict[str, str] = field(default_factory=dict)
+    database: str | None = None
+
+
 def _sql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -70,6 +84,7 @@ class ChdbEngine:
         self.version: str = version
         self.timezone: str = timezone
         self._home_database = database
+        self._sessions: dict[str, _SessionState] = {}
         self._defaults = dict(
             line.split("\t", 1)
             for line in self._session.query("SELECT name, value FROM system.settings", "TSV")
@@ -86,37 +101,75 @@ class ChdbEngine:
         with self._lock:
             if self._session is None:
                 raise ClickHouseError.of("STD_EXCEPTION", "The chDB session is closed")
-            changed: list[str] = []
+            state = self._sessions.setdefault(request.session_id or "", _SessionState())
+            applied = state.settings | dict(request.settings)
+            touched: set[str] = set()
+            database = request.database or state.database
+            switched = bool(database and database != self._home_database)
+            switched |= request.statement.kind == "USE"
             try:
-                changed = self._enter(request)
+                self._use(database)
+                touched = self._set(applied)
+                if request.statement.kind in ("SET", "USE"):
+                    touched |= self._remember(request.statement, state, applied)
+                    return QueryResult(body=b"", fmt=None)
                 return self._run(request)
             except ClickHouseError:
                 raise
             except Exception as exc:
                 raise ClickHouseError.from_exception(exc) from exc
             finally:
-                self._leave(request, changed)
+                self._leave(touched, switched)
+                self._sessions.pop("", None)  # requests without a session keep nothing
 
-    def _enter(self, request: QueryRequest) -> list[str]:
-        """Switch database and apply settings; returns the settings to reset afterwards."""
-        if request.database and request.database != self._home_database:
-            self._session.query(f"USE `{request.database.replace('`', '``')}`", "TSV")
-        changed = [k for k, v in request.settings.items() if self._defaults.get(k) != v]
+    def _use(self, database: str | None) -> None:
+        if database and database != self._home_database:
+            self._session.query(f"USE {_identifier(database)}", "TSV")
+
+    def _set(self, settings: Mapping[str, str]) -> set[str]:
+        """Apply the settings that differ from the defaults; returns their names."""
+        changed = {k for k, v in settings.items() if self._defaults.get(k) != v}
         if changed:
-            assignments = ", ".join(f"{k} = {_sql_string(request.settings[k])}" for k in changed)
+            assignments = ", ".join(f"{k} = {_sql_string(settings[k])}" for k in sorted(changed))
             self._session.query(f"SET {assignments}", "TSV")
         return changed
 
-    def _leave(self, request: QueryRequest, changed: list[str]) -> None:
-        """Best effort: a failed reset must not hide the request's own outcome."""
-        if changed:
+    def _remember(
+        self, statement: Statement, state: _SessionState, before: dict[str, str]
+    ) -> set[str]:
+        """Run SET/USE and keep its effect for the HTTP session (as ClickHouse's session
+        context does); returns the settings it touched, so they are reset afterwards."""
+        self._session.query(statement.sql, "TSV")
+        after = self._changed_settings()
+        state.settings.update({k: v for k, v in after.items() if before.get(k) != v})
+        for name in before.keys() - after.keys():  # `SET x = DEFAULT`
+            state.settings.pop(name, None)
+        state.database = self._text("SELECT currentDatabase()")[0]
+        return set(after)
+
+    def _changed_settings(self) -> dict[str, str]:
+        """Settings now differing from the defaults. One row, so the client's own result
+        limits (max_result_rows, …) cannot refuse it, and no SETTINGS clause of ours
+        that would mask the values we are reading."""
+        sql = (
+            "SELECT groupArray(name) AS names, groupArray(value) AS values"
+            " FROM system.settings WHERE changed"
+        )
+        row = json.loads(self._session.query(sql, "JSONEachRow").bytes())
+        changed = dict(zip(row["names"], row["values"], strict=True))
+        return {k: v for k, v in changed.items() if self._defaults.get(k) != v}
+
+    def _leave(self, touched: set[str], switched: bool) -> None:
+        """Back to the defaults and the home database, best effort: a failed reset must not
+        hide the request's own outcome."""
+        if touched:
             try:
-                self._session.query("SET " + ", ".join(f"{k} = DEFAULT" for k in changed), "TSV")
+                self._session.query("SET " + ", ".join(f"{k} = DEFAULT" for k in touched), "TSV")
             except Exception:
-                for name in changed:
+                for name in touched:
                     self._try(f"SET {name} = DEFAULT")
-        if request.database and request.database != self._home_database:
-            self._try(f"USE `{self._home_database}`")
+        if switched:
+            self._try(f"USE {_identifier(self._home_database)}")
 
     def _try(self, sql: str) -> None:
         with contextlib.suppress(Exception):  # e.g. a setting that never took effect

@@ -106,6 +106,8 @@ def form_fields(body: bytes, content_type: str) -> dict[str, bytes]:
     fields: dict[str, bytes] = {}
     for part in message.walk():
         name = part.get_param("name", header="content-disposition")
+        if part.get_filename() is not None:
+            raise ClickHouseError.of("NOT_IMPLEMENTED", "External data (form file parts)")
         if isinstance(name, str) and isinstance(part, Message):
             payload = part.get_payload(decode=True)
             fields[name] = payload if isinstance(payload, bytes) else b""

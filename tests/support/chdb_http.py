@@ -241,6 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
             or self.headers.get("X-ClickHouse-Format")
             or "TabSeparated",
             database=params.get("database") or self.headers.get("X-ClickHouse-Database"),
+            session_id=params.get("session_id") or None,
             settings=settings_of(params),
             params={k[6:]: v for k, v in params.items() if k.startswith("param_")},
         )

@@ -295,3 +295,19 @@ def test_concurrent_clients_are_all_served(server: ChdbHttpServer) -> None:
         thread.join()
     assert failures == []
     assert connect(server).command(f"SELECT count() FROM {table}") == 40
+
+
+def test_set_and_use_last_for_their_http_session_only(server: ChdbHttpServer) -> None:
+    first, second = connect(server), connect(server)  # each has its own session_id
+    first.command("CREATE DATABASE IF NOT EXISTS other")
+    first.command("CREATE TABLE other.only_there (a UInt8) ENGINE = Memory")
+    first.command("SET max_result_rows = 5, result_overflow_mode = 'throw'")
+    first.command("USE other")
+    assert first.command("SELECT currentDatabase()") == "other"
+    assert first.command("SELECT count() FROM only_there") == 0
+    with pytest.raises(DatabaseError, match="TOO_MANY_ROWS_OR_BYTES"):
+        first.query("SELECT number FROM numbers(10)")
+    assert second.command("SELECT currentDatabase()") == "default"
+    assert len(second.query("SELECT number FROM numbers(10)").result_rows) == 10
+    first.command("SET max_result_rows = DEFAULT")
+    assert len(first.query("SELECT number FROM numbers(10)").result_rows) == 10
