@@ -417,7 +417,9 @@ def _with_metadata(
     offsets: list[TopicPartition], metadata: Callable[[str, int], str | None]
 ) -> list[TopicPartition]:
     return [
-        TopicPartition(tp.topic, tp.partition, tp.offset, metadata=metadata(tp.topic, tp.partition))
+        TopicPartition(
+            tp.topic, tp.partition, tp.offset, metadata=metadata(tp.topic, tp.partition) or ""
+        )
         for tp in offsets
     ]
 
