@@ -1,0 +1,123 @@
+"""Bulk writes with per-item verdicts; only the items that failed for a passing reason are retried.
+
+Package-private helper of ``sinks.elasticsearch``. Requests are bounded by count
+(``bulk_max_actions``) and bytes (``bulk_max_bytes``) through ``helpers.streaming_bulk``.
+Every action is version-guarded (``external_gte``), so sending an item again (after a 429, a
+5xx, a timeout, or a retried batch) can never make a document older.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from elasticsearch import Elasticsearch, helpers
+
+from fanout.errors import RetryableError
+from fanout.events import ChangeEvent, Failure
+from fanout.settings import ElasticsearchSettings
+from sinks._es_errors import Verdict, bisect_error, classify, describe_error, item_error
+
+_MAX_ITEM_BACKOFF_S = 5.0  # in-sink waits stay short: the runtime's retry takes over after
+
+
+@dataclass(slots=True)
+class Entry:
+    """One collapsed event and the bulk action that writes it."""
+
+    target: str
+    event: ChangeEvent
+    action: dict[str, Any]
+
+
+@dataclass(slots=True)
+class BulkReport:
+    applied: list[Entry] = field(default_factory=list)
+    stale: list[Entry] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    retried_items: int = 0
+
+
+class BulkWriter:
+    """Sends entries, classifies each result, retries RETRY / NO_INDEX items a few times."""
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        settings: ElasticsearchSettings,
+        recreate: Callable[[str], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._client = client
+        self._settings = settings
+        self._recreate = recreate  # called with a target whose alias went missing
+        self._sleep = sleep
+
+    def write(self, entries: list[Entry]) -> BulkReport:
+        """Raises RetryableError when items still fail after the retries (the runtime retries
+        the batch), PermanentError when a whole request was refused as malformed."""
+        report = BulkReport()
+        pending = entries
+        attempts = self._settings.bulk_item_retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                self._sleep(self._backoff(attempt))
+                report.retried_items += len(pending)
+            pending, last_reason = self._send(pending, report)
+            if not pending:
+                return report
+        raise RetryableError(
+            f"{len(pending)} bulk item(s) still failing after {attempts} attempts: {last_reason}"
+        )
+
+    def _send(self, entries: list[Entry], report: BulkReport) -> tuple[list[Entry], str]:
+        retry: list[Entry] = []
+        reason = ""
+        missing: set[str] = set()
+        for entry, (ok, result) in zip(entries, self._results(entries), strict=True):
+            item = next(iter(result.values()))
+            verdict = classify(ok, item)
+            if verdict is Verdict.APPLIED:
+                report.applied.append(entry)
+            elif verdict is Verdict.STALE:
+                report.stale.append(entry)
+            elif verdict is Verdict.REJECTED:
+                report.failures.append(_failure(entry, item))
+            elif verdict is Verdict.BISECT:
+                raise bisect_error(item)
+            else:
+                if verdict is Verdict.NO_INDEX:
+                    missing.add(entry.target)
+                retry.append(entry)
+                reason = f"HTTP {item.get('status')} {describe_error(item.get('error'))}"
+        for target in sorted(missing):
+            self._recreate(target)
+        return retry, reason
+
+    def _results(self, entries: list[Entry]) -> Any:
+        return helpers.streaming_bulk(
+            self._client,
+            (entry.action for entry in entries),
+            chunk_size=self._settings.bulk_max_actions,
+            max_chunk_bytes=self._settings.bulk_max_bytes,
+            raise_on_error=False,
+            raise_on_exception=False,
+            max_retries=0,  # retried here, with our verdicts
+            refresh=self._settings.refresh,
+            require_alias=True,
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        retry = self._settings.retry
+        cap_ms = min(
+            retry.max_backoff_ms, retry.initial_backoff_ms * retry.multiplier ** (attempt - 1)
+        )
+        cap = min(_MAX_ITEM_BACKOFF_S, cap_ms / 1000)
+        return cap / 2 + random.uniform(0, cap / 2)
+
+
+def _failure(entry: Entry, item: dict[str, Any]) -> Failure:
+    return Failure(entry.event.origin, "write", item_error(item), entry.event)

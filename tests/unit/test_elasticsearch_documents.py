@@ -1,0 +1,209 @@
+"""Events -> Elasticsearch documents: ids, JSON values, collapse, tombstones (no services)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Op, Origin
+from sinks._es_documents import (
+    collapse,
+    document_id,
+    index_action,
+    json_document,
+    json_value,
+)
+from sinks._es_indices import check_target
+
+
+def event(
+    key: dict[str, Any] | int,
+    version: int,
+    row: dict[str, Any] | None = None,
+    op: Op = Op.UPSERT,
+    target: str = "t",
+    offset: int = 0,
+) -> ChangeEvent:
+    key = {"id": key} if isinstance(key, int) else key
+    if op is Op.UPSERT and row is None:
+        row = dict(key)
+    return ChangeEvent(
+        op, "src.t", key, row, version, 1_700_000_000_000, Origin("tp", 0, offset), (), target
+    )
+
+
+def target_as_is(e: ChangeEvent) -> str:
+    return check_target("", e.target)
+
+
+def test_values_become_json_that_keeps_their_meaning() -> None:
+    row = {
+        "price": Decimal("12345678901234567890.0100"),
+        "big": Decimal("1E+3"),
+        "day": dt.date(2024, 2, 29),
+        "at": dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
+        "at_utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+        "clock": dt.time(23, 59, 1, 5),
+        "blob": b"\x00\xff",
+        "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "doc": {"a": [1, Decimal("2.5")], "b": None},
+        "tags": ["x", "y"],
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "ok": 1.5,
+    }
+    out = json_document(row)
+    assert out == {
+        "price": "12345678901234567890.0100",  # every digit kept
+        "big": "1000",  # plain notation, not 1E+3
+        "day": "2024-02-29",
+        "at": "2024-01-02T03:04:05.678901",
+        "at_utc": "2024-01-02T03:04:05+00:00",
+        "clock": "23:59:01.000005",
+        "blob": "AP8=",
+        "uid": "12345678-1234-5678-1234-567812345678",
+        "doc": {"a": [1, "2.5"], "b": None},
+        "tags": ["x", "y"],
+        "nan": None,  # JSON has no NaN / infinity
+        "inf": None,
+        "ok": 1.5,
+    }
+    json.dumps(out, allow_nan=False)  # strictly valid JSON
+
+
+def test_a_value_without_json_form_is_a_mapping_error() -> None:
+    with pytest.raises(MappingError, match="object"):
+        json_value(object())
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ({"id": 42}, "42"),
+        ({"code": "A/1 é"}, "A/1 é"),
+        ({"id": uuid.UUID(int=1)}, "00000000-0000-0000-0000-000000000001"),
+        ({"flag": True}, "true"),
+        ({"amount": Decimal("1.10")}, "1.10"),
+        ({"order_id": 7, "line_no": 2}, "[7,2]"),
+        ({"a": "x,y", "b": 1}, '["x,y",1]'),
+        ({"a": 1, "b": None}, "[1,null]"),
+    ],
+)
+def test_document_ids_are_stable_and_unambiguous(key: dict[str, Any], expected: str) -> None:
+    assert document_id(key) == expected
+
+
+def test_composite_ids_differ_when_values_differ_even_with_separators() -> None:
+    assert document_id({"a": "1,2", "b": "3"}) != document_id({"a": "1", "b": "2,3"})
+
+
+def test_keyless_and_oversized_keys_are_rejected() -> None:
+    with pytest.raises(MappingError, match="no key"):
+        document_id({})
+    with pytest.raises(MappingError, match="512 bytes"):
+        document_id({"id": "x" * 513})
+
+
+def test_collapse_keeps_the_newest_event_per_key_and_the_later_of_equal_versions() -> None:
+    batch = [
+        event(1, 5, {"id": 1, "v": "new"}),
+        event(1, 3, {"id": 1, "v": "older, later in the batch"}),
+        event(2, 7, {"id": 2, "v": "first"}),
+        event(2, 7, {"id": 2, "v": "second"}),
+        event(3, 4, op=Op.DELETE),
+        event(3, 2, {"id": 3, "v": "before the delete"}),
+    ]
+    collapsed = collapse(batch, target_as_is)
+    rows = {doc_id: (e.op, e.row) for (_, doc_id), e in collapsed.latest.items()}
+    assert rows == {
+        "1": (Op.UPSERT, {"id": 1, "v": "new"}),
+        "2": (Op.UPSERT, {"id": 2, "v": "second"}),
+        "3": (Op.DELETE, None),
+    }
+    assert collapsed.superseded == 3
+    assert collapsed.failures == []
+
+
+def test_collapse_keeps_targets_apart_and_collects_truncates() -> None:
+    batch = [
+        event(1, 1, target="a"),
+        event(1, 2, target="b"),
+        event({}, 9, op=Op.TRUNCATE, target="a"),
+        event({}, 4, op=Op.TRUNCATE, target="a"),
+    ]
+    collapsed = collapse(batch, target_as_is)
+    assert sorted(collapsed.latest) == [("a", "1"), ("b", "1")]
+    assert collapsed.truncate_versions() == {"a": 9}
+    assert collapsed.targets == ["a", "b"]
+
+
+def test_collapse_turns_bad_events_into_failures_and_keeps_the_rest() -> None:
+    batch = [
+        event(1, 1, target="Bad Name", offset=10),
+        event(2, -1, offset=11),
+        event({}, 1, offset=12),
+        event(3, 1, offset=13),
+    ]
+    collapsed = collapse(batch, target_as_is)
+    assert [f.origin.offset for f in collapsed.failures] == [10, 11, 12]
+    assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in collapsed.failures)
+    assert list(collapsed.latest) == [("t", "3")]
+
+
+def test_drop_target_fails_its_events_including_truncates() -> None:
+    batch = [event(1, 1, target="a"), event({}, 2, op=Op.TRUNCATE, target="a"), event(1, 1)]
+    collapsed = collapse(batch, target_as_is)
+    collapsed.drop_target("a", MappingError("alias taken"))
+    assert len(collapsed.failures) == 2
+    assert collapsed.targets == ["t"]
+
+
+def test_upserts_carry_the_row_and_bookkeeping_with_an_external_version() -> None:
+    action = index_action("p-t", "7", event({"id": 7}, 12, {"name": "x"}), "2024-01-01T00:00:00Z")
+    assert action == {
+        "_op_type": "index",
+        "_index": "p-t",
+        "_id": "7",
+        "version": 12,
+        "version_type": "external_gte",
+        "_source": {
+            "name": "x",
+            "id": 7,  # key columns the row lacks are added
+            "_fanout_version": 12,
+            "_fanout_source_ts_ms": 1_700_000_000_000,
+        },
+    }
+
+
+def test_deletes_are_versioned_tombstone_documents() -> None:
+    now = "2024-01-01T00:00:00+00:00"
+    action = index_action("t", "[1,2]", event({"a": 1, "b": 2}, 30, op=Op.DELETE), now)
+    assert action["_op_type"] == "index"
+    assert (action["version"], action["version_type"]) == (30, "external_gte")
+    assert action["_source"] == {
+        "a": 1,
+        "b": 2,
+        "_fanout_deleted": True,
+        "_fanout_deleted_at": now,
+        "_fanout_version": 30,
+        "_fanout_source_ts_ms": 1_700_000_000_000,
+    }
+
+
+@pytest.mark.parametrize(
+    "target", ["Orders", "a b", "a*", "_x", "-x", "x.fanout", "fanout.meta", "a" * 250, ""]
+)
+def test_targets_that_cannot_name_an_index_are_refused(target: str) -> None:
+    with pytest.raises(MappingError):
+        check_target("", target)
+
+
+def test_valid_targets_pass() -> None:
+    assert check_target("", "inventory.orders") == "inventory.orders"
+    assert check_target("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
