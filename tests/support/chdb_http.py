@@ -152,6 +152,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Silenced: one line per query is logged by _serve instead."""
 
     def _serve(self, readonly: bool) -> None:
+        started = time.perf_counter()  # the log's duration includes receiving the body
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         try:
@@ -171,12 +172,13 @@ class _Handler(BaseHTTPRequestHandler):
         elif url.path != "/":
             self._reply(404, f"There is no handle {url.path}\n".encode(), {"Content-Type": _TEXT})
         else:
-            self._serve_query(params, body, readonly)
+            self._serve_query(params, body, readonly, started)
 
-    def _serve_query(self, params: dict[str, str], body: bytes, readonly: bool) -> None:
+    def _serve_query(
+        self, params: dict[str, str], body: bytes, readonly: bool, started: float
+    ) -> None:
         self._response_encoding: str | None = None
         query_id = params.get("query_id") or str(uuid.uuid4())
-        started = time.perf_counter()
         request: QueryRequest | None = None
         try:
             self._authenticate(params)

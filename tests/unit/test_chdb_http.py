@@ -29,6 +29,7 @@ from backports import zstd
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from tests.support._chdb_http_sql import parse_statement
 from tests.support.chdb_http import ChdbHttpServer
 
 COLUMNS = ["id", "name", "note", "amount", "ts", "day", "uid", "tags", "flag", "ver", "deleted"]
@@ -311,3 +312,22 @@ def test_set_and_use_last_for_their_http_session_only(server: ChdbHttpServer) ->
     assert len(second.query("SELECT number FROM numbers(10)").result_rows) == 10
     first.command("SET max_result_rows = DEFAULT")
     assert len(first.query("SELECT number FROM numbers(10)").result_rows) == 10
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind", "fmt", "data"),
+    [
+        (b"INSERT INTO t (`format`, b) FORMAT Native\n\n\x01", "INSERT", "Native", b"\n\x01"),
+        (b"INSERT INTO format FORMAT TSV\n1\n", "INSERT", "TSV", b"1\n"),
+        (b"insert into t settings a = 'FORMAT x' format CSV 1,2", "INSERT", "CSV", b"1,2"),
+        (b"INSERT INTO t VALUES ('FORMAT Native', ';')", "INSERT", None, None),
+        (b"SELECT format FROM t", "SELECT", None, None),
+        (b"SELECT 1 FORMAT JSON SETTINGS max_threads = 1;", "SELECT", "JSON", None),
+        (b"/* c */ (SELECT ';' -- FORMAT CSV\n)", "SELECT", None, None),
+    ],
+)
+def test_statement_split_from_inline_data(
+    payload: bytes, kind: str, fmt: str | None, data: bytes | None
+) -> None:
+    statement = parse_statement(payload)
+    assert (statement.kind, statement.fmt, statement.data) == (kind, fmt, data)
