@@ -180,21 +180,18 @@ def cmd_up(ctx: Context, names: list[str]) -> int:
     return 0
 
 
-def cmd_down(ctx: Context, purge: bool) -> int:
+def cmd_down(ctx: Context, names: list[str], purge: bool) -> int:
+    chosen = [cls(ctx) for cls in reversed(SERVICES) if not names or cls.name in names]
     with exclusive(ctx):
-        for cls in reversed(SERVICES):
-            svc = cls(ctx)
-            count, killed = procs.stop(
-                svc.dir, procs.read_pidfile(svc.pidfile), svc.stop_signal, svc.stop_timeout
-            )
+        for svc in chosen:
+            leader = procs.read_pidfile(svc.pidfile)
+            count, killed = procs.stop(svc.dir, leader, svc.stop_signal, svc.stop_timeout)
             svc.pidfile.unlink(missing_ok=True)
             if count:
-                how = "killed after timeout" if killed else "stopped"
-                print(f"{svc.name:<14} {how}")
-        if purge:
-            for cls in SERVICES:
-                shutil.rmtree(ctx.service_dir(cls.name), ignore_errors=True)
-            print(f"purged {ctx.root}")
+                print(f"{svc.name:<14} {'killed after timeout' if killed else 'stopped'}")
+            if purge:
+                shutil.rmtree(svc.dir, ignore_errors=True)
+                print(f"{svc.name:<14} purged {svc.dir}")
     return 0
 
 
@@ -242,15 +239,19 @@ KAFKA_TOOLS = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/devstack", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
+    names: list[object] = [[], *(c.name for c in SERVICES)]  # [] lets `nargs="*"` be empty
     up = sub.add_parser("up", help="install what is missing, start, wait until all answer")
     up.add_argument(
         "services",
         nargs="*",
-        choices=[[]] + [c.name for c in SERVICES],
+        choices=names,
         metavar="SERVICE",
         help="only these (default: all)",
     )
-    down = sub.add_parser("down", help="stop everything this checkout's devstack started")
+    down = sub.add_parser("down", help="stop what this checkout's devstack started")
+    down.add_argument(
+        "services", nargs="*", choices=names, metavar="SERVICE", help="only these (default: all)"
+    )
     down.add_argument("--purge", action="store_true", help="also delete data and logs")
     sub.add_parser("status", help="one line per service; exit 1 if any is down")
     sub.add_parser("env", help="print the FANOUT_* connection settings as export lines")
@@ -275,7 +276,7 @@ def main(repo: Path) -> int:
         if args.cmd == "up":
             return cmd_up(ctx, args.services)
         if args.cmd == "down":
-            return cmd_down(ctx, args.purge)
+            return cmd_down(ctx, args.services, args.purge)
         if args.cmd == "status":
             return cmd_status(ctx)
         if args.cmd == "logs":

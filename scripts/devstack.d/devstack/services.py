@@ -33,6 +33,8 @@ KAFKA_VERSION = os.environ.get("FANOUT_DEVSTACK_KAFKA_VERSION", "4.1.1")
 ES_VERSION = os.environ.get("FANOUT_DEVSTACK_ES_VERSION", "9.2.8")
 ES_ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
 PG_USER = PG_PASSWORD = PG_DB = "fanout"
+M2_REPO = Path(os.environ.get("FANOUT_DEVSTACK_M2", Path.home() / ".m2" / "repository"))
+MVN_FLAGS = ["-q", "-B", f"-Dmaven.repo.local={M2_REPO}"]
 
 
 class Service:
@@ -97,8 +99,7 @@ class Kafka(Service):
         run(
             [
                 mvn,
-                "-q",
-                "-B",
+                *MVN_FLAGS,
                 "-f",
                 str(HERE / "kafka" / "pom.xml"),
                 "dependency:copy-dependencies",
@@ -188,7 +189,7 @@ class Elasticsearch(Service):
         return self.ctx.cache / f"elasticsearch-{ES_VERSION}"
 
     def _zip(self) -> Path:
-        repo = Path(os.environ.get("FANOUT_DEVSTACK_M2", Path.home() / ".m2" / "repository"))
+        repo = M2_REPO
         group, artifact = ES_ARTIFACT.split(":")
         return (
             repo / group.replace(".", "/") / artifact / ES_VERSION / f"{artifact}-{ES_VERSION}.zip"
@@ -205,8 +206,7 @@ class Elasticsearch(Service):
             run(
                 [
                     mvn,
-                    "-q",
-                    "-B",
+                    *MVN_FLAGS,
                     "dependency:get",
                     f"-Dartifact={ES_ARTIFACT}:{ES_VERSION}:zip",
                     "-Dtransitive=false",
