@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from fanout import cli_ops
 from fanout.errors import ConfigError
 from fanout.logs import configure_logging
 from fanout.settings import SINK_NAMES, Settings, load_settings, require_subscription
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
     _add_run(commands)
     _add_check_config(commands)
+    cli_ops.add_commands(commands)  # backfill, dlq, lag, offsets
     return parser
 
 
