@@ -82,7 +82,7 @@ class MessageFormat:
     connector: Literal["postgresql", "mysql"] = "postgresql"
     schemas: bool = True
     flatten: bool = False
-    add_fields: tuple[str, ...] = ("op", "table", "source.ts_ms")
+    add_fields: tuple[str, ...] = ("op", "schema", "table", "source.ts_ms")
     delete_handling: Literal["tombstone", "rewrite", "rewrite-with-tombstone"] = "tombstone"
     tombstones_on_delete: bool = True
     source_types: bool = False
