@@ -81,17 +81,38 @@ class Collapsed:
 TRUNCATE_LAYOUT = Layout(columns=())
 
 
-def shape_of(event: ChangeEvent) -> Shape:
-    if event.op is Op.TRUNCATE:
-        return (Op.TRUNCATE,)
-    row = event.row or {}
-    return (
-        event.op,
-        tuple(event.key),
-        tuple(row),
-        event.columns,
-        tuple(map(type, row.values())),
-    )
+class Shapes:
+    """Computes an event's shape cheaply.
+
+    Declared columns are folded into a small token: looked up by the identity of the
+    ``event.columns`` tuple first (decoders reuse one tuple per schema), by value otherwise.
+    """
+
+    _MAX_IDS = 4096
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, tuple[tuple[Column, ...], int]] = {}
+        self._by_value: dict[tuple[Column, ...], int] = {}
+
+    def of(self, event: ChangeEvent) -> Shape:
+        if event.op is Op.TRUNCATE:
+            return (Op.TRUNCATE,)
+        columns = event.columns
+        known = self._by_id.get(id(columns))
+        if known is None or known[0] is not columns:
+            known = self._remember(columns)
+        row = event.row
+        if row is None:
+            return (event.op, known[1], tuple(event.key))
+        return (event.op, known[1], tuple(event.key), tuple(row), tuple(map(type, row.values())))
+
+    def _remember(self, columns: tuple[Column, ...]) -> tuple[tuple[Column, ...], int]:
+        token = self._by_value.setdefault(columns, len(self._by_value))
+        if len(self._by_id) >= self._MAX_IDS:
+            self._by_id.clear()
+        # Holding the tuple keeps its id from being reused by another object.
+        known = self._by_id[id(columns)] = (columns, token)
+        return known
 
 
 def creation_columns(event: ChangeEvent) -> list[Column]:
@@ -128,22 +149,24 @@ def collapse(
     newest: dict[tuple[Any, ...], int] = {}
     failed: list[tuple[ChangeEvent, MappingError]] = []
     considered = 0
-    for i, event in enumerate(events):
-        layout = layouts[i]
+    for i, layout in enumerate(layouts):
         if layout is None:
             continue
-        if event.op is Op.TRUNCATE:
+        event = events[i]
+        if layout is TRUNCATE_LAYOUT:
             out.truncates += 1
             out.truncate_version = max(event.version, out.truncate_version or event.version)
             continue
-        ident = _key_tuple(event, layout, key)
-        if ident is None:
-            failed.append(
-                (event, MappingError(f"key {event.key!r} has a NULL or unhashable value"))
-            )
+        keys = event.key
+        ident = tuple(keys.values()) if layout.key_in_order else tuple(keys[k] for k in key)
+        try:
+            previous = newest.get(ident)
+        except TypeError:  # an unhashable key value (a dict or list)
+            previous, ident = None, (None,)
+        if None in ident:
+            failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
             continue
         considered += 1
-        previous = newest.get(ident)
         if previous is None or event.version >= events[previous].version:
             newest[ident] = i
     for i in newest.values():
@@ -167,15 +190,6 @@ def _stage(out: Collapsed, event: ChangeEvent, layout: Layout | None) -> None:
         out.deletes += 1
     else:
         out.upserts += 1
-
-
-def _key_tuple(event: ChangeEvent, layout: Layout, key: tuple[str, ...]) -> tuple[Any, ...] | None:
-    ident = tuple(event.key.values()) if layout.key_in_order else tuple(event.key[k] for k in key)
-    try:
-        hash(ident)
-    except TypeError:
-        return None
-    return None if None in ident else ident
 
 
 def _check_key(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> None:

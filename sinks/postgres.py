@@ -49,10 +49,10 @@ from sinks._postgres_batch import (
     Layout,
     Resolution,
     Shape,
+    Shapes,
     collapse,
     creation_columns,
     resolve,
-    shape_of,
 )
 from sinks._postgres_catalog import Catalog, TableInfo
 from sinks._postgres_types import check_identifier, pg_type_sql
@@ -111,6 +111,10 @@ class PostgresSink:
         self._catalog = Catalog(schema)
         self._conn: psycopg.Connection | None = None
         self._target_errors: dict[str, MappingError | None] = {}
+        self._shapes = Shapes()
+        self._resolutions: dict[
+            str, tuple[TableInfo, tuple[str, ...], dict[Shape, Resolution]]
+        ] = {}
         self._next_purge = 0.0
 
     def open(self) -> None:
@@ -243,33 +247,55 @@ class PostgresSink:
         events: list[ChangeEvent],
         plans: _Plans,
     ) -> list[Layout | None]:
-        shapes = [shape_of(event) for event in events]
-        resolutions = self._resolve_shapes(conn, info, key, events, shapes)
+        """Each event's layout (None if it failed); unseen shapes are resolved, with DDL."""
+        known = self._resolutions_for(info, key)
         layouts: list[Layout | None] = []
-        for event, shape in zip(events, shapes, strict=True):
-            resolution = resolutions[shape]
-            if resolution.error is not None:
+        unseen: dict[Shape, list[int]] = {}
+        for i, event in enumerate(events):
+            shape = self._shapes.of(event)
+            resolution = known.get(shape)
+            if resolution is None:
+                unseen.setdefault(shape, []).append(i)
+            elif resolution.error is not None:
                 plans.fail(event, resolution.error)
-            layouts.append(resolution.layout)
+            layouts.append(None if resolution is None else resolution.layout)
+        if unseen:
+            examples = {shape: events[indexes[0]] for shape, indexes in unseen.items()}
+            resolved = self._resolve(conn, info, key, examples)
+            for shape, indexes in unseen.items():
+                resolution = resolved[shape]
+                for i in indexes:
+                    if resolution.error is not None:
+                        plans.fail(events[i], resolution.error)
+                    layouts[i] = resolution.layout
         return layouts
 
-    def _resolve_shapes(
+    def _resolve(
         self,
         conn: psycopg.Connection,
         info: TableInfo,
         key: tuple[str, ...],
-        events: list[ChangeEvent],
-        shapes: list[Shape],
+        examples: dict[Shape, ChangeEvent],
     ) -> dict[Shape, Resolution]:
-        examples: dict[Shape, ChangeEvent] = {}
-        for shape, event in zip(shapes, events, strict=True):
-            examples.setdefault(shape, event)
-        resolutions = {shape: _resolve(info, key, event) for shape, event in examples.items()}
-        new_columns = {name: type_ for r in resolutions.values() for name, type_ in r.new_columns}
+        """Resolve new shapes against the table, adding the columns they bring first."""
+        resolved = {shape: _resolve(info, key, event) for shape, event in examples.items()}
+        new_columns = {name: type_ for r in resolved.values() for name, type_ in r.new_columns}
         if new_columns:
             info = self._catalog.add_columns(conn, info.name, list(new_columns.items())) or info
-            resolutions = {shape: _resolve(info, key, event) for shape, event in examples.items()}
-        return resolutions
+            resolved = {shape: _resolve(info, key, event) for shape, event in examples.items()}
+        for shape, resolution in resolved.items():
+            if resolution.new_columns:  # not there even after ADD COLUMN: give up on the event
+                names = ", ".join(name for name, _ in resolution.new_columns)
+                resolved[shape] = Resolution(error=MappingError(f"columns not addable: {names}"))
+        self._resolutions_for(info, key).update(resolved)
+        return resolved
+
+    def _resolutions_for(self, info: TableInfo, key: tuple[str, ...]) -> dict[Shape, Resolution]:
+        """Resolutions stay valid while the table description (and key) does."""
+        cached = self._resolutions.get(info.name)
+        if cached is None or cached[0] is not info or cached[1] != key or len(cached[2]) > 1024:
+            cached = self._resolutions[info.name] = (info, key, {})
+        return cached[2]
 
     # --- applying: one transaction for the whole batch -------------------------------------
 

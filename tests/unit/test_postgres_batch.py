@@ -1,0 +1,147 @@
+"""Validation and collapse of one target's events in the PostgreSQL sink (no database needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Column, Op, Origin
+from sinks._postgres_batch import TRUNCATE_LAYOUT, Layout, Shapes, collapse, resolve
+from sinks._postgres_catalog import TableInfo
+from sinks._postgres_types import PgColumn
+
+TABLE = TableInfo(
+    schema="s",
+    name="t",
+    columns={
+        "id": PgColumn("id", "bigint", "int8"),
+        "name": PgColumn("name", "text", "text"),
+        "doc": PgColumn("doc", "jsonb", "jsonb"),
+        "total": PgColumn("total", "integer", "int4", generated=True),
+        "_fanout_version": PgColumn("_fanout_version", "bigint", "int8"),
+        "_fanout_updated_at": PgColumn("_fanout_updated_at", "timestamptz", "timestamptz"),
+    },
+    unique_keys=(("id",),),
+)
+KEY = ("id",)
+
+
+def upsert(row: dict[str, Any], version: int = 1, columns: tuple[Column, ...] = ()) -> ChangeEvent:
+    return ChangeEvent(
+        Op.UPSERT, "src.t", {"id": row.get("id")}, row, version, None, Origin("x", 0, version),
+        columns, "t",
+    )  # fmt: skip
+
+
+def delete(ident: Any, version: int) -> ChangeEvent:
+    return ChangeEvent(Op.DELETE, "src.t", {"id": ident}, None, version, None, Origin("x", 0, 0))
+
+
+def test_a_row_matching_the_table_stages_all_its_values_plus_the_version() -> None:
+    event = upsert({"id": 1, "name": "a"}, version=7)
+    layout = resolve(TABLE, KEY, event).layout
+    assert layout is not None
+    assert layout.columns == ("id", "name", "_fanout_version")
+    assert layout.values(event) == [1, "a", 7]
+
+
+def test_json_values_are_wrapped_and_generated_columns_left_to_postgres() -> None:
+    event = upsert({"id": 1, "doc": {"a": 1}, "total": 5}, columns=(Column("doc", "json"),))
+    layout = resolve(TABLE, KEY, event).layout
+    assert layout is not None and layout.columns == ("id", "doc", "_fanout_version")
+    values = layout.values(event)
+    assert isinstance(values[1], Jsonb) and values[1].obj == {"a": 1}
+
+
+def test_a_new_column_is_reported_with_its_type() -> None:
+    resolution = resolve(TABLE, KEY, upsert({"id": 1, "age": 3}))
+    assert resolution.layout is None
+    assert [name for name, _ in resolution.new_columns] == ["age"]
+
+
+def test_a_null_in_an_unknown_column_adds_nothing() -> None:
+    resolution = resolve(TABLE, KEY, upsert({"id": 1, "later": None}))
+    assert resolution.new_columns == []
+    assert resolution.layout is not None and resolution.layout.columns == ("id", "_fanout_version")
+
+
+def test_a_type_that_does_not_fit_is_a_mapping_error_naming_both_types() -> None:
+    resolution = resolve(
+        TABLE, KEY, upsert({"id": 1, "name": 5}, columns=(Column("name", "int32"),))
+    )
+    assert isinstance(resolution.error, MappingError)
+    assert (
+        str(resolution.error)
+        == "column name: source type int32 does not fit target column type text"
+    )
+
+
+def test_reserved_and_mismatched_key_names_are_mapping_errors() -> None:
+    assert resolve(TABLE, KEY, upsert({"id": 1, "_fanout_version": 3})).error is not None
+    other_key = ChangeEvent(
+        Op.UPSERT, "src.t", {"code": 1}, {"code": 1}, 1, None, Origin("x", 0, 0)
+    )
+    error = resolve(TABLE, KEY, other_key).error
+    assert error is not None and "do not match the key" in str(error)
+
+
+def test_shapes_differ_by_row_names_and_value_types_not_by_values() -> None:
+    shapes = Shapes()
+    assert shapes.of(upsert({"id": 1, "name": "a"})) == shapes.of(upsert({"id": 2, "name": "b"}))
+    assert shapes.of(upsert({"id": 1, "name": "a"})) != shapes.of(upsert({"id": 1, "name": None}))
+    declared = (Column("id", "int64"),)
+    equal_copy = (Column("id", "int64"),)
+    assert shapes.of(upsert({"id": 1}, columns=declared)) == shapes.of(
+        upsert({"id": 2}, columns=equal_copy)
+    )
+    assert shapes.of(upsert({"id": 1}, columns=declared)) != shapes.of(upsert({"id": 1}))
+
+
+def staged(events: list[ChangeEvent]) -> dict[Any, list[Any]]:
+    layouts: list[Layout | None] = [
+        TRUNCATE_LAYOUT if e.op is Op.TRUNCATE else resolve(TABLE, KEY, e).layout for e in events
+    ]
+    batch, failed = collapse(events, layouts, KEY)
+    assert failed == []
+    return {row[0]: row for rows in batch.rows.values() for row in rows}
+
+
+def test_collapse_keeps_the_newest_version_per_key() -> None:
+    rows = staged([upsert({"id": 1, "name": "new"}, 5), upsert({"id": 1, "name": "old"}, 4)])
+    assert rows == {1: [1, "new", 5]}
+
+
+def test_collapse_ties_go_to_the_later_event() -> None:
+    rows = staged([upsert({"id": 1, "name": "first"}, 5), upsert({"id": 1, "name": "second"}, 5)])
+    assert rows == {1: [1, "second", 5]}
+
+
+def test_collapse_lets_a_newer_delete_win_over_an_upsert() -> None:
+    rows = staged([upsert({"id": 1, "name": "x"}, 5), delete(1, 6)])
+    assert rows == {1: [1, 6, True]}
+
+
+def test_collapse_counts_superseded_events_and_keeps_the_highest_truncate() -> None:
+    truncates = [
+        ChangeEvent(Op.TRUNCATE, "src.t", {}, None, v, None, Origin("x", 0, 0)) for v in (3, 9, 4)
+    ]
+    events = [upsert({"id": 1}, 1), upsert({"id": 1}, 2), *truncates]
+    layouts = [resolve(TABLE, KEY, e).layout for e in events[:2]] + [TRUNCATE_LAYOUT] * 3
+    batch, _ = collapse(events, layouts, KEY)
+    assert (batch.superseded, batch.upserts, batch.truncates, batch.truncate_version) == (
+        1,
+        1,
+        3,
+        9,
+    )
+
+
+def test_collapse_fails_events_with_a_null_or_unhashable_key() -> None:
+    events = [upsert({"id": None}), upsert({"id": [1, 2]}), upsert({"id": 3})]
+    layout = resolve(TABLE, KEY, events[2]).layout
+    layouts = [layout] * 3  # as if the key column were jsonb: shape checks pass, hashing fails
+    batch, failed = collapse(events, layouts, KEY)
+    assert [event for event, _ in failed] == events[:2]
+    assert batch.upserts == 1
