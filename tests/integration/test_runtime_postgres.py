@@ -118,16 +118,16 @@ def test_poison_records_go_to_the_dlq_and_their_neighbours_are_written(
     pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
 ) -> None:
     good = [m for m in stream(600, seed=3) if m.value is not None]
-    customers = next(m for m in good if m.event.table == "inventory.customers" and m.event.row)
+    orders = next(m for m in good if m.event.table == "inventory.orders" and m.event.row)
     int_column = next(
         c.name
-        for c in customers.event.spec.columns
-        if c.kind in ("int32", "int64") and c.name not in customers.event.key
+        for c in orders.event.spec.columns
+        if c.kind in ("int32", "int64") and c.name not in orders.event.key
     )
     poison = [
         (b'{"id": 1}', b"{not json"),
-        (None, customers.value),
-        (customers.key, _retype(customers.value or b"", int_column, "not a number")),
+        (None, orders.value),
+        (orders.key, _retype(orders.value or b"", int_column, "not a number")),
     ]
     produce_stream(pipeline.topic, good[:300])
     produce(pipeline.topic, poison)
