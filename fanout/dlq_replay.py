@@ -46,6 +46,7 @@ from sinks.base import Sink
 log = logging.getLogger(__name__)
 
 WRITTEN, FAILED, SKIPPED = "written", "failed", "skipped"
+_REHEARSED = {WRITTEN: "would_write", FAILED: "would_fail", SKIPPED: "would_skip"}
 
 
 @dataclass
@@ -70,7 +71,7 @@ class ReplaySummary:
     already_replayed: int = 0
 
     def count(self, outcome: str) -> int:
-        wanted = f"would_{outcome}" if self.dry_run else outcome
+        wanted = _REHEARSED[outcome] if self.dry_run else outcome
         return sum(1 for o in self.outcomes if o.outcome == wanted)
 
     def as_json(self) -> dict[str, object]:
@@ -234,9 +235,9 @@ class Replayer:
         result = self._prepare(entry.origin())
         if isinstance(result, Failure):
             outcome = _failed(entry.ref, result)
-            outcome.outcome = "would_fail"
+            outcome.outcome = _REHEARSED[FAILED]
             return outcome
-        return EntryOutcome(entry.ref, "would_skip" if result is None else "would_write")
+        return EntryOutcome(entry.ref, _REHEARSED[SKIPPED if result is None else WRITTEN])
 
     # -- the sink ------------------------------------------------------------------------------
 
