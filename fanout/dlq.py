@@ -19,7 +19,9 @@ from fanout.events import Failure
 MAX_MESSAGE_CHARS = 2000  # keep a huge exception text from bloating every header
 
 
-def dlq_headers(failure: Failure, sink: str, attempts: int) -> list[tuple[str, bytes]]:
+def dlq_headers(
+    failure: Failure, sink: str, attempts: int
+) -> list[tuple[str, str | bytes | None]]:
     origin = failure.origin
     previous = _previous_attempts(origin.headers)
     headers = {
@@ -34,7 +36,9 @@ def dlq_headers(failure: Failure, sink: str, attempts: int) -> list[tuple[str, b
         "fanout.attempts": str(previous + attempts),
         "fanout.failed_at": str(int(time.time() * 1000)),
     }
-    kept = [(k, v) for k, v in origin.headers if not k.startswith("fanout.")]
+    kept: list[tuple[str, str | bytes | None]] = [
+        (k, v) for k, v in origin.headers if not k.startswith("fanout.")
+    ]
     return kept + [(k, v.encode()) for k, v in headers.items()]
 
 

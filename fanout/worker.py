@@ -319,8 +319,8 @@ class SinkWorker:
         first: dict[tuple[str, int], int] = {}
         for message in messages:
             if message.error() is None:
-                key = (message.topic(), message.partition())
-                first[key] = min(first.get(key, message.offset()), message.offset())
+                topic, partition, offset = _position(message)
+                first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
         assert self._consumer is not None
         for (topic, partition), offset in first.items():
             self._consumer.seek(TopicPartition(topic, partition, offset))
@@ -390,26 +390,41 @@ class SinkWorker:
                 )
 
 
+def _position(message: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a data message (only error events lack them)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
 def _origin_of(message: Message) -> Origin:
+    topic, partition, offset = _position(message)
     kind, timestamp = message.timestamp()
-    headers = tuple((key, value or b"") for key, value in (message.headers() or []))
+    raw = message.headers() or []
+    headers = raw.items() if isinstance(raw, dict) else raw
     return Origin(
-        topic=message.topic(),
-        partition=message.partition(),
-        offset=message.offset(),
+        topic=topic,
+        partition=partition,
+        offset=offset,
         timestamp_ms=timestamp if kind != 0 else None,
         key=message.key(),
         value=message.value(),
-        headers=headers,
+        headers=tuple((str(key), _as_bytes(value)) for key, value in headers),
     )
+
+
+def _as_bytes(value: str | bytes | None) -> bytes:
+    if value is None:
+        return b""
+    return value.encode() if isinstance(value, str) else value
 
 
 def _next_offsets(messages: list[Message], exclude: set[tuple[str, int]]) -> list[TopicPartition]:
     highest: dict[tuple[str, int], int] = {}
     for message in messages:
-        key = (message.topic(), message.partition())
-        if key not in exclude:
-            highest[key] = max(highest.get(key, -1), message.offset())
+        topic, partition, offset = _position(message)
+        if (topic, partition) not in exclude:
+            highest[(topic, partition)] = max(highest.get((topic, partition), -1), offset)
     return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
 
 
