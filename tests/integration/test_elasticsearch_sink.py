@@ -1,0 +1,336 @@
+"""The Elasticsearch sink against the devstack's real Elasticsearch (``scripts/devstack up``).
+
+``write()`` is called directly with ChangeEvents (from the Debezium generator where realistic
+rows matter). Every test uses its own index prefix (uuid) and deletes its indices afterwards.
+Failures of the store itself (down, timeouts, 429) are in ``test_elasticsearch_sink_overload``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from elasticsearch import ConflictError, Elasticsearch, helpers
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Op, Origin
+from fanout.metrics import STALE_SKIPPED
+from fanout.settings import ElasticsearchSettings
+from sinks._es_documents import json_document
+from sinks.elasticsearch import ElasticsearchSink
+from tests.integration.conftest import Endpoints
+from tests.support.debezium import (
+    CUSTOMERS,
+    ORDER_LINES,
+    LogicalEvent,
+    expected_state,
+    generate_events,
+)
+from tests.support.pipeline import unique, wait_for
+
+SinkFactory = Callable[..., ElasticsearchSink]
+
+
+@pytest.fixture
+def prefix(es: Elasticsearch) -> Iterator[str]:
+    name = unique("essink").lower() + "-"
+    yield name
+    es.options(ignore_status=404).indices.delete(index=f"{name}*", expand_wildcards="all")
+
+
+@pytest.fixture
+def make_sink(es: Elasticsearch, endpoints: Endpoints, prefix: str) -> Iterator[SinkFactory]:
+    sinks: list[ElasticsearchSink] = []
+
+    def make(**overrides: Any) -> ElasticsearchSink:
+        values: dict[str, Any] = {
+            "hosts": endpoints.es_hosts,
+            "index_prefix": prefix,
+            "refresh": "wait_for",
+        }
+        sink = ElasticsearchSink(ElasticsearchSettings(**{**values, **overrides}))
+        sink.open()
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.close()
+
+
+def change(
+    key: int,
+    version: int,
+    row: dict[str, Any] | None = None,
+    op: Op = Op.UPSERT,
+    target: str = "items",
+    offset: int = 0,
+) -> ChangeEvent:
+    if op is Op.UPSERT and row is None:
+        row = {"id": key, "v": version}
+    elif row is not None:
+        row = {"id": key, **row}
+    key_dict = {} if op is Op.TRUNCATE else {"id": key}
+    origin = Origin("cdc.items", 0, offset)
+    return ChangeEvent(op, "src.items", key_dict, row, version, 1_000 + version, origin, (), target)
+
+
+def from_logical(event: LogicalEvent, offset: int) -> ChangeEvent:
+    return ChangeEvent(
+        op=event.op,
+        table=event.table,
+        key=dict(event.key),
+        row=None if event.row is None else dict(event.row),
+        version=event.position.lsn,
+        source_ts_ms=event.position.ts_ms,
+        origin=Origin("dbserver1.inventory", 0, offset),
+        target=event.spec.table,
+    )
+
+
+def searched(es: Elasticsearch, alias: str) -> dict[str, dict[str, Any]]:
+    """Every document a search through the alias returns, by _id."""
+    es.indices.refresh(index=alias)
+    return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=alias, size=2000)}
+
+
+def rows_of(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        doc_id: {k: v for k, v in doc.items() if not k.startswith("_fanout_")}
+        for doc_id, doc in docs.items()
+    }
+
+
+def expected_docs(events: Sequence[LogicalEvent]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The oracle's newest rows per table, as the documents the sink must hold."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for table, rows in expected_state(events).items():
+        name = table.rpartition(".")[2]
+        out[name] = {_doc_id(key): json_document(row) for key, row in rows.items()}
+    return out
+
+
+def _doc_id(key: tuple[Any, ...]) -> str:
+    return str(key[0]) if len(key) == 1 else "[" + ",".join(str(v) for v in key) + "]"
+
+
+def write_all(sink: ElasticsearchSink, batches: Sequence[Sequence[ChangeEvent]]) -> None:
+    for batch in batches:
+        assert list(sink.write(batch)) == []
+
+
+def batched(events: Sequence[ChangeEvent], size: int) -> list[list[ChangeEvent]]:
+    return [list(events[i : i + size]) for i in range(0, len(events), size)]
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[LogicalEvent]:
+    return list(generate_events(3000, n_keys=150, tables=(CUSTOMERS, ORDER_LINES), seed=7))
+
+
+def test_final_documents_are_the_newest_event_per_key(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str, stream: list[LogicalEvent]
+) -> None:
+    sink = make_sink()
+    events = [from_logical(e, i) for i, e in enumerate(stream)]
+    write_all(sink, batched(events, 400))
+
+    expected = expected_docs(stream)
+    assert any(e.op is Op.DELETE for e in events), "the stream must contain deletes"
+    for table in ("customers", "order_lines"):
+        assert rows_of(searched(es, prefix + table)) == expected[table]
+    assert "[1,1]" in expected["order_lines"]  # composite keys: JSON array ids
+
+
+def test_replays_and_out_of_order_batches_change_nothing(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str, stream: list[LogicalEvent]
+) -> None:
+    sink = make_sink(refresh="false")
+    events = [from_logical(e, i) for i, e in enumerate(stream)]
+    batches = batched(events, 250)
+    shuffled = random.Random(3).sample(batches, len(batches))
+    stale_before = STALE_SKIPPED.labels("elasticsearch", "customers")._value.get()
+
+    write_all(sink, shuffled)  # out of order
+    write_all(sink, list(reversed(batches)))  # a full replay, newest first
+    write_all(sink, batches[: len(batches) // 2])  # a partial replay in order
+
+    expected = expected_docs(stream)
+    for table in ("customers", "order_lines"):
+        docs = searched(es, prefix + table)
+        assert rows_of(docs) == expected[table]
+    assert STALE_SKIPPED.labels("elasticsearch", "customers")._value.get() > stale_before
+    # the stored (external) version of every document is the version of its newest event
+    newest: dict[str, int] = {}
+    for e in events:
+        if e.target == "customers":
+            newest[str(e.key["id"])] = max(e.version, newest.get(str(e.key["id"]), 0))
+    stored = {
+        hit["_id"]: hit["_version"]
+        for hit in helpers.scan(es, index=prefix + "customers.fanout", version=True)
+    }
+    assert stored == newest  # tombstones included: every key ever seen, at its newest version
+
+
+def test_deletes_disappear_from_search_but_are_remembered(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink()
+    write_all(sink, [[change(1, 10), change(2, 10), change(1, 11, op=Op.DELETE)]])
+    assert set(searched(es, prefix + "items")) == {"2"}
+    assert es.count(index=prefix + "items")["count"] == 1
+    tombstone = es.get(index=prefix + "items.fanout", id="1")
+    assert tombstone["_version"] == 11
+    assert tombstone["_source"]["_fanout_deleted"] is True
+
+    write_all(sink, [[change(1, 10, {"v": -1})]])  # an older insert, replayed
+    assert set(searched(es, prefix + "items")) == {"2"}
+
+
+def test_deletes_stay_deleted_after_gc_deletes_has_passed(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink(index_settings={"index": {"gc_deletes": "1s"}})
+    write_all(sink, [[change(1, 5), change(1, 6, op=Op.DELETE), change(2, 5)]])
+    physical = prefix + "items.fanout"
+
+    # Control: a plain versioned Elasticsearch delete on the same index. Once gc_deletes has
+    # passed, an older version is accepted again: that is the resurrection tombstones prevent.
+    es.index(index=physical, id="control", document={}, version=6, version_type="external")
+    es.delete(index=physical, id="control", version=7, version_type="external")
+
+    def older_write_accepted() -> bool:
+        es.indices.refresh(index=physical)  # refreshes prune expired delete versions
+        try:
+            es.index(index=physical, id="control", document={}, version=5, version_type="external")
+        except ConflictError:
+            return False
+        return True
+
+    wait_for(older_write_accepted, 30, "the deleted control document's version to be forgotten")
+
+    write_all(sink, [[change(1, 5, {"v": -1})]])  # older than the delete
+    assert set(searched(es, prefix + "items")) - {"control"} == {"2"}
+    assert es.get(index=physical, id="1")["_source"]["_fanout_deleted"] is True
+
+
+def test_a_document_that_conflicts_with_the_mapping_fails_alone(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    mappings = {
+        "dynamic": "strict",
+        "properties": {"id": {"type": "long"}, "qty": {"type": "long"}},
+    }
+    sink = make_sink(mappings=mappings)
+    batch = [
+        change(1, 1, {"qty": 1}, offset=1),
+        change(2, 1, {"qty": "not a number"}, offset=2),
+        change(3, 1, {"qty": 3, "surprise": True}, offset=3),
+        change(4, 1, {"qty": 4}, offset=4),
+    ]
+    failures = list(sink.write(batch))
+
+    assert {f.origin.offset for f in failures} == {2, 3}
+    by_offset = {f.origin.offset: str(f.error) for f in failures}
+    assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in failures)
+    assert "document_parsing_exception" in by_offset[2] and "[qty]" in by_offset[2]
+    assert "strict_dynamic_mapping_exception" in by_offset[3] and "surprise" in by_offset[3]
+    assert set(searched(es, prefix + "items")) == {"1", "4"}
+
+
+def test_truncate_clears_older_documents_and_keeps_out_older_replays(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    live, backfill = make_sink(), make_sink()  # two processes, e.g. live consumer + backfill
+    before = [change(k, 10 + k) for k in range(1, 6)] + [change(9, 15, op=Op.DELETE)]
+    write_all(live, [before])
+    write_all(live, [[change(0, 30, op=Op.TRUNCATE), change(7, 31)]])
+    assert set(searched(es, prefix + "items")) == {"7"}
+
+    write_all(backfill, [before])  # the backfill replays the old events: dropped
+    write_all(live, [[change(0, 30, op=Op.TRUNCATE), change(0, 20, op=Op.TRUNCATE)]])
+    assert set(searched(es, prefix + "items")) == {"7"}  # a replayed truncate keeps newer rows
+    assert es.count(index=prefix + "items.fanout")["count"] == 1  # old tombstones cleared too
+    write_all(backfill, [[change(3, 40)]])
+    assert set(searched(es, prefix + "items")) == {"3", "7"}
+
+
+def test_tombstones_are_purged_after_the_retention(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink(index_settings={"index": {"gc_deletes": "1s"}})
+    write_all(sink, [[change(1, 1), change(2, 1), change(2, 2, op=Op.DELETE)]])
+    assert sink.purge_tombstones() == 0  # younger than the retention (a week by default)
+    assert sink.purge_tombstones(older_than=dt.timedelta(0)) == 1
+
+    physical = prefix + "items.fanout"
+    assert set(searched(es, physical)) == {"1"}
+
+    # The documented caveat: once purged and gc_deletes has passed, an upsert older than the
+    # delete resurrects the row.
+    def resurrected() -> bool:
+        write_all(sink, [[change(2, 1)]])
+        return "2" in searched(es, prefix + "items")
+
+    wait_for(resurrected, 30, "the purged delete to be forgotten")
+
+
+def test_open_creates_routed_indices_with_the_alias_and_bookkeeping_fields(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    routing = {"tables": {"inventory.orders": {"target": "orders"}}}
+    make_sink(routing=routing, mappings={"properties": {"note": {"type": "keyword"}}})
+    physical = prefix + "orders.fanout"
+    aliases = es.indices.get_alias(index=physical)[physical]["aliases"]
+    assert aliases[prefix + "orders"]["filter"] == {
+        "bool": {"must_not": {"term": {"_fanout_deleted": True}}}
+    }
+    properties = es.indices.get_mapping(index=physical)[physical]["mappings"]["properties"]
+    assert {name: spec["type"] for name, spec in properties.items()} == {
+        "note": "keyword",
+        "_fanout_version": "long",
+        "_fanout_source_ts_ms": "long",
+        "_fanout_deleted": "boolean",
+        "_fanout_deleted_at": "date",
+    }
+    assert es.indices.exists(index=prefix + "fanout.meta")
+
+
+def test_an_index_deleted_behind_the_sinks_back_is_recreated_with_its_alias(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink()
+    write_all(sink, [[change(1, 1)]])
+    es.indices.delete(index=prefix + "items.fanout")
+    write_all(sink, [[change(2, 1)]])
+    assert set(searched(es, prefix + "items")) == {"2"}
+    assert (
+        prefix + "items"
+        in es.indices.get_alias(index=prefix + "items.fanout")[prefix + "items.fanout"]["aliases"]
+    )
+
+
+def test_a_target_whose_alias_name_is_taken_fails_its_events_with_the_reason(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    es.indices.create(index=prefix + "taken")
+    sink = make_sink()
+    failures = list(sink.write([change(1, 1, target="taken"), change(2, 1)]))
+    assert [f.event.key for f in failures if f.event] == [{"id": 1}]
+    assert "invalid_alias_name_exception" in str(failures[0].error)
+    assert set(searched(es, prefix + "items")) == {"2"}
+
+
+def test_events_with_invalid_targets_or_keys_fail_alone(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink()
+    keyless = ChangeEvent(
+        Op.UPSERT, "src.items", {}, {"v": 1}, 1, 1, Origin("t", 0, 9), (), "items"
+    )
+    failures = list(sink.write([change(1, 1, target="Not Valid"), keyless, change(2, 1)]))
+    assert len(failures) == 2
+    assert set(searched(es, prefix + "items")) == {"2"}
