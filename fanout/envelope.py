@@ -42,6 +42,14 @@ _PLAN_CACHE_LIMIT = 4096
 _UPSERT_OPS = frozenset({"c", "u", "r"})
 _NON_DATA_SCHEMAS = ("Heartbeat", "SchemaChangeValue", "TransactionMetadataValue")
 _MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
+# Position fields (as the envelope's source names them) <- ExtractNewRecordState add.fields.
+_FLAT_POSITION = (
+    ("lsn", "__lsn"),
+    ("file", "__file"),
+    ("pos", "__pos"),
+    ("row", "__row"),
+    ("ts_ms", "__source_ts_ms"),
+)
 MISSING_KEY = (
     "missing key: the message has no key, so the row cannot be identified (a source table "
     "without a primary key cannot be kept in step; give it one or set the connector's "
@@ -195,7 +203,9 @@ class Decoder:
         self._rules = tuple((version_source or {}).items())
         self._tombstones = tombstones
         self._topic_rules: dict[str, VersionSource] = {}
-        self._in_band: set[str] = set()  # topics whose deletes arrive as records of their own
+        # topic -> whether its deletes arrive as records of their own (then tombstones are
+        # redundant); absent until a row on the topic has been seen.
+        self._in_band: dict[str, bool] = {}
         self._clocks: dict[str, str] = {}  # topic -> "position" | "time": what versioned it
         self._tables: dict[str, set[str]] = {}  # topic -> source tables seen on it (up to 2)
         self._value_plans: dict[str, _ValuePlan] = {}
@@ -241,7 +251,6 @@ class Decoder:
     def _from_envelope(
         self, origin: Origin, payload: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
     ) -> ChangeEvent | None:
-        self._in_band.add(origin.topic)
         op = payload.get("op")
         source = payload.get("source") or {}
         table = self._envelope_table(origin.topic, source)
@@ -264,6 +273,8 @@ class Decoder:
             raise DecodeError(f"unknown op {op!r} (expected one of c, u, r, d, t)")
         if not key:
             raise DecodeError(MISSING_KEY)
+        # Only row events say deletes travel in-band: ExtractNewRecordState lets truncates through.
+        self._in_band[origin.topic] = True
         version = self._version(origin, source, "source.", flattened=False)
         return ChangeEvent(
             kind, table, key, row, version, source.get("ts_ms"), origin, row_plan.columns
@@ -276,15 +287,11 @@ class Decoder:
         if not key:
             raise DecodeError(MISSING_KEY)
         if "__deleted" in meta:
-            self._in_band.add(origin.topic)
+            self._in_band[origin.topic] = True
+        else:
+            self._in_band.setdefault(origin.topic, False)
         table = self._flat_table(origin.topic, meta)
-        position = {
-            "lsn": meta.get("__lsn"),
-            "file": meta.get("__file"),
-            "pos": meta.get("__pos"),
-            "row": meta.get("__row"),
-            "ts_ms": meta.get("__source_ts_ms"),
-        }
+        position = {name: meta.get(field) for name, field in _FLAT_POSITION}
         version = self._version(origin, position, "__", flattened=True)
         source_ts_ms = position["ts_ms"]
         if meta.get("__deleted") in (True, "true") or meta.get("__op") == "d":
@@ -300,7 +307,7 @@ class Decoder:
         self, origin: Origin, key: dict[str, Any] | None, key_table: str | None
     ) -> ChangeEvent | None:
         topic = origin.topic
-        if self._tombstones == "skip" or (self._tombstones == "auto" and topic in self._in_band):
+        if self._tombstones == "skip" or (self._tombstones == "auto" and self._redundant(topic)):
             return None
         if not key:
             raise DecodeError(f"tombstone: {MISSING_KEY}")
@@ -316,6 +323,19 @@ class Decoder:
             raise DecodeError("tombstone without a Kafka timestamp to version the delete by")
         table = key_table or self._only_table(topic)
         return ChangeEvent(Op.DELETE, table, key, None, origin.timestamp_ms, None, origin)
+
+    def _redundant(self, topic: str) -> bool:
+        in_band = self._in_band.get(topic)
+        if in_band is None:
+            # Guessing either way can go wrong silently: a redundant tombstone taken for a delete
+            # outranks every later row of its key (LSN versus milliseconds), a real delete
+            # taken for redundant leaves the row behind. Say so instead (the DLQ keeps it).
+            raise DecodeError(
+                f"tombstone on topic {topic!r} before any row of that topic since the decoder"
+                " started: cannot tell whether it follows a delete event (full envelopes) or is"
+                " the delete itself (flattened); set kafka.tombstones to skip or delete"
+            )
+        return in_band
 
     # -- table names ------------------------------------------------------------------------
 

@@ -249,3 +249,13 @@ def test_tombstone_table_comes_from_the_key_schema_name() -> None:
     decoded(flat({"id": 1, "__table": "a", "__schema": "s"}), decoder, topic="all")
     decoded(flat({"id": 1, "__table": "b", "__schema": "s"}), decoder, topic="all")
     assert decoded(None, decoder, topic="all").table == "inventory.customers"
+
+
+def test_a_truncate_does_not_turn_off_tombstone_deletes_on_a_flattened_topic() -> None:
+    decoder = Decoder()
+    decoded(flat({"id": 1, "__source_ts_ms": 5}), decoder)
+    decoded(
+        dumps({"source": {"table": "customers", "schema": "inventory", "ts_ms": 6}, "op": "t"}),
+        decoder,
+    )
+    assert decoded(None, decoder).op is Op.DELETE

@@ -106,15 +106,22 @@ def test_unusable_positions(source: dict[str, Any], reason: str) -> None:
 
 
 def test_tombstone_without_a_key_or_a_timestamp() -> None:
-    assert refused(None, key_bytes=b"").startswith("tombstone: missing key")
-    assert "without a Kafka timestamp" in refused(None, timestamp_ms=None)
+    deletes = Decoder(tombstones="delete")
+    assert refused(None, deletes, key_bytes=b"").startswith("tombstone: missing key")
+    assert "without a Kafka timestamp" in refused(None, deletes, timestamp_ms=None)
+
+
+def test_tombstone_before_any_row_of_its_topic_is_not_guessed_at() -> None:
+    reason = refused(None, Decoder())
+    assert "before any row of that topic" in reason
+    assert "set kafka.tombstones to skip or delete" in reason
 
 
 def test_tombstone_on_a_topic_versioned_by_position_cannot_be_ordered() -> None:
     decoder = Decoder(tombstones="delete")
     decoder.decode(origin(dumps({"id": 1, "__lsn": 50})))
     assert "cannot be ordered against its rows" in refused(None, decoder)
-    assert "cannot be ordered" in refused(None, Decoder({"*": "lsn"}))
+    assert "cannot be ordered" in refused(None, Decoder({"*": "lsn"}, tombstones="delete"))
 
 
 def test_tombstone_on_a_topic_with_several_tables_and_a_bare_key() -> None:
