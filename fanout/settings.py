@@ -198,8 +198,9 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(300_000, gt=0)
     extra: dict[str, str | int | bool] = Field(default_factory=dict)  # raw librdkafka settings
     version_source: dict[str, VersionSource] = Field(default_factory=dict)  # topic glob -> source
-    # Null-value messages: "auto" = delete unless the topic carries full envelopes (then the
-    # tombstone only follows an op=d event and is skipped); "delete"/"skip" force it.
+    # Null-value messages: "auto" = skipped on topics whose deletes travel as records (full
+    # envelopes, flattened with __deleted), deletes on other flattened topics, DLQ before any
+    # row of the topic was seen; "delete"/"skip" force it. See docs/ENVELOPES.md.
     tombstones: Literal["auto", "delete", "skip"] = "auto"
 
     @field_validator("topic_pattern")
