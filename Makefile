@@ -36,3 +36,4 @@ demo: up  ## the main job on the local stack
 lint: install
 	$(PYTHON) -m ruff check . scripts/devstack
 	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy scripts/devstack.d/devstack

@@ -132,6 +132,7 @@ def start(svc: Service) -> str:
     except DevstackError as exc:
         procs.stop(svc.dir, proc.pid, svc.stop_signal, 15)
         svc.pidfile.unlink(missing_ok=True)
+        _check_ports(svc)  # something else may have taken the port meanwhile: say so
         raise _fail(svc, exc) from exc
 
 

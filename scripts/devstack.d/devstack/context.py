@@ -134,16 +134,25 @@ def give_to_service_user(ctx: Context, path: Path) -> None:
             )
 
 
-def java_home(min_major: int) -> Path:
-    """A JDK of at least `min_major`: $JAVA_HOME first, then the newest in /usr/lib/jvm."""
+def java_home(min_major: int, newest: bool = True) -> Path:
+    """A JDK of at least `min_major`: $JAVA_HOME if it qualifies, else the newest (or the
+    oldest, for `newest=False`) that qualifies in /usr/lib/jvm."""
     candidates = []
     if os.environ.get("JAVA_HOME"):
         candidates.append(Path(os.environ["JAVA_HOME"]))
-    candidates += sorted(Path("/usr/lib/jvm").glob("*"), key=_java_major, reverse=True)
+    candidates += sorted(Path("/usr/lib/jvm").glob("*"), key=_java_major, reverse=newest)
     for home in candidates:
         if (home / "bin/java").exists() and _java_major(home) >= min_major:
             return home
     raise DevstackError(f"no JDK >= {min_major} found (looked at $JAVA_HOME and /usr/lib/jvm/*)")
+
+
+def remove_stale_tmp(final: Path) -> None:
+    """Delete `<final>.tmp-<pid>` folders left by an interrupted install."""
+    for tmp in final.parent.glob(f"{final.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _java_major(home: Path) -> int:

@@ -24,6 +24,7 @@ from .context import (
     give_to_service_user,
     java_home,
     need_tool,
+    remove_stale_tmp,
     run,
 )
 from .procs import Launch
@@ -94,6 +95,7 @@ class Kafka(Service):
         need_tool(self.ctx, "java", "openjdk-17-jre-headless")
         mvn = need_tool(self.ctx, "mvn", "maven")
         self.ctx.log(f"resolving Apache Kafka {KAFKA_VERSION} jars with maven")
+        remove_stale_tmp(self.libs)
         tmp = self.libs.with_name(f"libs.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         run(
@@ -115,7 +117,7 @@ class Kafka(Service):
 
     def java_argv(self, main: str, heap: str, log4j: Path) -> list[str]:
         return [
-            str(java_home(17) / "bin/java"),
+            str(java_home(17, newest=False) / "bin/java"),
             f"-Xms{heap}",
             f"-Xmx{heap}",
             "-XX:+UseG1GC",
@@ -214,6 +216,7 @@ class Elasticsearch(Service):
                 "maven (elasticsearch zip)",
             )
         self.ctx.log(f"unpacking {archive.name} into {self.home}")
+        remove_stale_tmp(self.home)
         tmp = self.home.with_name(f"{self.home.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         _unzip(archive, tmp)
@@ -267,7 +270,8 @@ class Elasticsearch(Service):
         if health.get("timed_out") or health.get("status") not in ("green", "yellow"):
             raise probes.NotReady(f"elasticsearch: cluster health {health.get('status')}")
         nodes = probes.http_json(f"{base}/_nodes/_local?filter_path=nodes.*.version")
-        versions = [n.get("version") for n in dict(nodes.get("nodes") or {}).values()]
+        found = nodes.get("nodes")
+        versions = [n.get("version") for n in found.values()] if isinstance(found, dict) else []
         return str(versions[0]) if versions else "?"
 
 
