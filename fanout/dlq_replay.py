@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, Message, Producer
@@ -156,8 +156,10 @@ class Replayer:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, entries: Iterable[DlqEntry]) -> ReplaySummary:
+    def run(self, entries: Sequence[DlqEntry]) -> ReplaySummary:
         summary = ReplaySummary(self._dry_run)
+        if not entries:
+            return summary
         if self._dry_run:
             for entry in entries:
                 summary.outcomes.append(self._rehearse(entry))
