@@ -202,7 +202,7 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         print_json(summary.as_json())
     else:
         _print_replay(summary)
-    return EXIT_INCOMPLETE if summary.count("failed") else EXIT_OK
+    return EXIT_INCOMPLETE if summary.count("failed") or summary.interrupted else EXIT_OK
 
 
 def _print_replay(summary: ReplaySummary) -> None:
@@ -216,4 +216,5 @@ def _print_replay(summary: ReplaySummary) -> None:
         f"{'dry run: ' if summary.dry_run else ''}{totals['selected']} selected, "
         f"{totals['written']} written, {totals['failed']} failed again, "
         f"{totals['skipped']} skipped, {totals['already_replayed']} already replayed"
+        + (" (interrupted: run it again for the rest)" if summary.interrupted else "")
     )

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 from confluent_kafka import KafkaException
 
-from fanout.errors import ConfigError, RetryableError
+from fanout.errors import ConfigError, FanoutError
 from fanout.offsets import RefusedError, parse_time
 from fanout.settings import SINK_NAMES, Settings
 
@@ -32,12 +32,14 @@ def guarded(command: Command) -> Command:
     def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             return command(args, settings)
+        except ConfigError:
+            raise  # fanout.cli.main: exit 2
         except RefusedError as exc:
             return fail(f"refused: {exc}", EXIT_REFUSED)
         except KafkaException as exc:
             return fail(f"Kafka: {exc.args[0]}", EXIT_FAILURE)
-        except (RetryableError, TimeoutError) as exc:
-            return fail(str(exc), EXIT_FAILURE)
+        except (FanoutError, TimeoutError) as exc:
+            return fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)
 
     return run
 

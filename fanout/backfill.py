@@ -151,20 +151,20 @@ def prepare(settings: Settings, offsets: KafkaOffsets, request: BackfillRequest)
     group = backfill_group(settings.kafka, request.sink, request.id)
     existing = offsets.committed(group)
     if existing:
-        return _resumed(group, {tp: c.metadata for tp, c in existing.items()}, request)
+        return resumed_plan(group, {tp: c.metadata for tp, c in existing.items()}, request)
     return _started(settings, offsets, request, group)
 
 
-def _resumed(group: str, metadata: dict[TP, str], request: BackfillRequest) -> Plan:
-    marks = {tp: parse_mark(text) for tp, text in metadata.items()}
-    good = {tp: m for tp, m in marks.items() if m is not None and m.args == request.fingerprint}
-    if len(good) != len(marks):
+def resumed_plan(group: str, metadata: dict[TP, str], request: BackfillRequest) -> Plan:
+    """Partitions without a mark (added to the topic since the start) are not part of it."""
+    marks = {tp: m for tp, text in metadata.items() if (m := parse_mark(text)) is not None}
+    if not marks or any(m.args != request.fingerprint for m in marks.values()):
         raise ConfigError(
             f"--id: backfill {request.id} (group {group}) was started with other arguments "
             "(--from/--tables) or is not a fanout backfill; run it with the same arguments, "
             "or choose another --id"
         )
-    return Plan(group, good, resumed=True)
+    return Plan(group, marks, resumed=True)
 
 
 def _started(

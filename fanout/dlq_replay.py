@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.cimpl import NewTopic  # what confluent_kafka.admin re-exports
 
 from fanout.delivery import Delivery, DeliveryHooks
@@ -69,6 +69,7 @@ class ReplaySummary:
     dry_run: bool
     outcomes: list[EntryOutcome] = field(default_factory=list)
     already_replayed: int = 0
+    interrupted: bool = False  # stopped by a signal before every selected entry was handled
 
     def count(self, outcome: str) -> int:
         wanted = _REHEARSED[outcome] if self.dry_run else outcome
@@ -82,6 +83,7 @@ class ReplaySummary:
             "failed": self.count(FAILED),
             "skipped": self.count(SKIPPED),
             "already_replayed": self.already_replayed,
+            "interrupted": self.interrupted,
             "entries": [o.as_json() for o in self.outcomes],
         }
 
@@ -128,8 +130,8 @@ def _ensure_compacted(settings: Settings, topic: str) -> None:
     future = admin.create_topics([NewTopic(topic, num_partitions=1, config=config)])[topic]
     try:
         future.result(timeout=30)
-    except Exception as exc:  # a concurrent replay may have created it first
-        if "TOPIC_ALREADY_EXISTS" not in str(exc):
+    except KafkaException as exc:  # a concurrent replay may have created it first
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise
 
 
@@ -175,6 +177,7 @@ class Replayer:
             self._open(sink)
             for batch in _batched(entries, self._sink_settings.batch.max_events):
                 if self._stop.is_set():
+                    summary.interrupted = True
                     break
                 summary.outcomes.extend(self._replay(batch, sink, dlq, ledger))
         finally:

@@ -11,6 +11,7 @@ from fanout.backfill import (
     backfill_groups,
     is_backfill_group,
     parse_mark,
+    resumed_plan,
 )
 from fanout.errors import ConfigError
 from fanout.events import ChangeEvent, Op, Origin
@@ -75,3 +76,16 @@ def test_tables_narrow_the_sinks_routing_never_widen_it() -> None:
     assert router.route(event("inventory.customers")) is not None
     assert router.route(event("inventory.orders")) is None  # not in --tables
     assert router.route(event("billing.invoices")) is None  # not taken by the sink at all
+
+
+def test_a_resumed_backfill_keeps_its_marked_partitions_and_refuses_other_arguments() -> None:
+    request = BackfillRequest("postgres", backfill_id="b1")
+    mark = Mark(0, 50, request.fingerprint)
+    # a partition added to the topic since the start has no mark: it is not part of the run
+    plan = resumed_plan("g", {("t", 0): mark.encode(), ("t", 1): ""}, request)
+    assert plan.resumed and plan.marks == {("t", 0): mark}
+    other = BackfillRequest("postgres", start="2025-01-01", backfill_id="b1")
+    with pytest.raises(ConfigError, match="other arguments"):
+        resumed_plan("g", {("t", 0): mark.encode()}, other)
+    with pytest.raises(ConfigError, match="not a fanout backfill"):
+        resumed_plan("g", {("t", 0): ""}, request)

@@ -150,6 +150,7 @@ def test_replay_summary_counts() -> None:
         "failed": 1,
         "skipped": 1,
         "already_replayed": 4,
+        "interrupted": False,
         "entries": [
             {"entry": "0:1", "outcome": "written"},
             {
