@@ -28,14 +28,9 @@ from fanout.events import ChangeEvent, Failure, Op
 from fanout.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ClickHouseSettings
 from sinks._clickhouse_backends import Backend, clickhouse_code, open_backend
-from sinks._clickhouse_batch import (
-    CheckedEvents,
-    build_insert,
-    check_events,
-    collapse,
-    deduplication_token,
-)
+from sinks._clickhouse_batch import build_insert, collapse, deduplication_token
 from sinks._clickhouse_catalog import Catalog, TableSchema
+from sinks._clickhouse_check import CheckedEvents, check_events
 from sinks._clickhouse_types import check_target, low_cardinality_columns
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from fanout.errors import PermanentError, RetryableError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
 from sinks._clickhouse_backends import classify, clickhouse_code, mapped_errors
-from sinks._clickhouse_batch import build_insert, check_events, collapse, deduplication_token
+from sinks._clickhouse_batch import build_insert, collapse, deduplication_token
 from sinks._clickhouse_catalog import TableSchema
+from sinks._clickhouse_check import check_events
 from sinks._clickhouse_types import table_column_from_catalog
 
 
