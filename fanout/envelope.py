@@ -12,33 +12,27 @@ Forms (see docs/ENVELOPES.md): JsonConverter output with ``schemas.enable`` true
 ``op``) of the Postgres and MySQL connectors; the ``ExtractNewRecordState`` row with its ``__``
 fields; tombstones. ``version`` comes from the source position, never from the Kafka offset.
 
-Speed: each message costs one ``json.loads`` of its payload and one of its key payload. The
-schema part of a wrapped message is looked up by its exact JSON text in a cache of plans built
-once per distinct schema, so it is neither parsed nor walked again.
+Speed: each message costs one JSON parse of its payload and one of its key payload. The
+schema part of a wrapped message is matched by its exact bytes against plans built once per
+distinct schema (``_envelope_json.PlanCache``), so it is neither parsed nor walked again.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from fanout._debezium_types import EMPTY_PLAN, RowPlan, plan_row
+from fanout._envelope_json import PlanCache
 from fanout._envelope_version import Position, describe, resolve_version
 from fanout.errors import DecodeError
 from fanout.events import ChangeEvent, Op, Origin
 from fanout.settings import VersionSource
 
 TombstoneMode = Literal["auto", "delete", "skip"]
-P = TypeVar("P")
 
-_SCHEMA_PREFIX = '{"schema":'
-_PAYLOAD_SEPARATOR = ',"payload":'
-_DECODER: Any = json.JSONDecoder()
-_SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # json.loads' C scanner
-_PLAN_CACHE_LIMIT = 4096
 _UPSERT_OPS = frozenset({"c", "u", "r"})
 _NON_DATA_SCHEMAS = ("Heartbeat", "SchemaChangeValue", "TransactionMetadataValue")
 _MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
@@ -67,86 +61,6 @@ class _ValuePlan:
 class _KeyPlan:
     row: RowPlan
     table: str | None  # from the key schema's name "<prefix>.<schema>.<table>.Key"
-
-
-def _split_wrapped(text: str) -> tuple[str, str] | None:
-    """``(schema text, payload text)`` of JsonConverter's ``{"schema":…,"payload":…}``.
-
-    A ``,"payload":`` inside a JSON string would have its quote escaped, so the first match
-    ends the schema unless the schema itself holds such a key (then the schema text does not
-    parse and the caller falls back to a full parse). Only texts that parsed are cached.
-    """
-    if not text.startswith(_SCHEMA_PREFIX) or not text.endswith("}"):
-        return None
-    cut = text.find(_PAYLOAD_SEPARATOR, len(_SCHEMA_PREFIX))
-    if cut < 0:
-        return None
-    return text[len(_SCHEMA_PREFIX) : cut], text[cut + len(_PAYLOAD_SEPARATOR) : -1]
-
-
-def _scan(text: str) -> Any:
-    """``json.loads`` minus its Python-level overhead; raises ValueError on any invalid text."""
-    try:
-        value, end = _SCAN_ONCE(text, 0)
-    except StopIteration as exc:
-        raise ValueError(f"no JSON value at {exc.value}") from None
-    if end != len(text) and not text[end:].isspace():
-        raise ValueError(f"extra data at {end}")
-    return value
-
-
-def _text(raw: bytes, what: str) -> str:
-    try:
-        return raw.decode()
-    except UnicodeDecodeError as exc:
-        raise DecodeError(f"{what} is not UTF-8 text: {exc}") from exc
-
-
-def _loads(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise DecodeError(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _remember(cache: dict[str, P], text: str, plan: P) -> P:
-    if len(cache) >= _PLAN_CACHE_LIMIT:
-        cache.clear()  # schemas churn only with DDL; a full cache means something odd, start over
-    cache[text] = plan
-    return plan
-
-
-def _build(build: Callable[[Any], P], schema: Any, what: str) -> P:
-    try:
-        return build(schema)
-    except _MALFORMED as exc:
-        raise DecodeError(f"{what} schema is malformed: {exc!r}") from exc
-
-
-def _parse(
-    raw: bytes, what: str, cache: dict[str, P], build: Callable[[Any], P]
-) -> tuple[P, Any] | tuple[None, Any]:
-    """``(plan, payload)`` of a key or value; ``plan`` is None when it carried no schema."""
-    text = _text(raw, what)
-    parts = _split_wrapped(text)
-    if parts is not None:
-        schema_text, payload_text = parts
-        plan = cache.get(schema_text)
-        try:
-            if plan is None:
-                plan = _remember(cache, schema_text, _build(build, _scan(schema_text), what))
-            return plan, _scan(payload_text)
-        except ValueError:
-            pass  # not the usual layout after all; the full parse below decides
-    document = _loads(text, what)
-    if isinstance(document, dict) and document.keys() == {"schema", "payload"}:
-        schema = document["schema"]
-        if schema is None:
-            return None, document["payload"]
-        key = json.dumps(schema, sort_keys=True)
-        plan = cache.get(key) or _remember(cache, key, _build(build, schema, what))
-        return plan, document["payload"]
-    return None, document
 
 
 def _value_plan(schema: Mapping[str, Any]) -> _ValuePlan:
@@ -208,8 +122,8 @@ class Decoder:
         self._in_band: dict[str, bool] = {}
         self._clocks: dict[str, str] = {}  # topic -> "position" | "time": what versioned it
         self._tables: dict[str, set[str]] = {}  # topic -> source tables seen on it (up to 2)
-        self._value_plans: dict[str, _ValuePlan] = {}
-        self._key_plans: dict[str, _KeyPlan] = {}
+        self._values = PlanCache("value", _value_plan)
+        self._keys = PlanCache("key", _key_plan)
 
     def decode(self, origin: Origin) -> ChangeEvent | None:
         try:
@@ -221,7 +135,7 @@ class Decoder:
         key, key_table = self._decode_key(origin.key)
         if not origin.value:
             return self._tombstone(origin, key, key_table)
-        plan, payload = _parse(origin.value, "value", self._value_plans, _value_plan)
+        plan, payload = self._values.parse(origin.value)
         if payload is None:
             return self._tombstone(origin, key, key_table)
         if not isinstance(payload, dict):
@@ -239,7 +153,7 @@ class Decoder:
     def _decode_key(self, raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
         if not raw:
             return None, None
-        plan, payload = _parse(raw, "key", self._key_plans, _key_plan)
+        plan, payload = self._keys.parse(raw)
         if payload is None:
             return None, None
         if not isinstance(payload, dict):
