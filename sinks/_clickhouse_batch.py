@@ -55,7 +55,8 @@ def build_insert(
     others = [n for n in schema.columns if n in present and n not in schema.key]
     names = list(schema.key) + others
     columns = [_key_values(events, schema.columns[name]) for name in schema.key]
-    columns.extend(_column_values(events, schema.columns[name]) for name in others)
+    sources = [event.key if event.row is None else event.row for event in events]
+    columns.extend(_column_values(sources, schema.columns[name]) for name in others)
     types = [driver_type(schema.columns[name].ch_type) for name in names]
     columns.append([event.version for event in events])
     columns.append([1 if event.op is Op.DELETE else 0 for event in events])
@@ -72,9 +73,9 @@ def _key_values(events: Sequence[ChangeEvent], column: TableColumn) -> list[Any]
     return [convert(event.key[name]) for event in events]
 
 
-def _column_values(events: Sequence[ChangeEvent], column: TableColumn) -> list[Any]:
+def _column_values(sources: list[dict[str, Any]], column: TableColumn) -> list[Any]:
     name, zero, convert = column.name, zero_for(column), converter_for(column)
-    raw = [(event.key if event.row is None else event.row).get(name) for event in events]
+    raw = [source.get(name) for source in sources]
     if convert is None:
         return [zero if value is None else value for value in raw]
     return [zero if value is None else convert(value) for value in raw]

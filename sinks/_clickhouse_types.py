@@ -247,8 +247,11 @@ def _type_change(existing: TableColumn, logical: str) -> str:
 # ---- values ------------------------------------------------------------------------------
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def _to_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _JSON.encode(value)
 
 
 def _to_time(value: Any) -> str:
