@@ -29,9 +29,8 @@ status:
 test: up  ## the whole default suite (slow soak tests excluded) against the local stack
 	$(PYTHON) -m pytest
 
-demo: up  ## the main job on the local stack
-	@echo "The local stack is up ($(DEVSTACK) status). The pipeline demo comes with the runtime;"
-	@echo "until then this target only brings the stack up."
+demo: up  ## the main job on the local stack: CDC stream -> every sink, checked and shown
+	$(PYTHON) scripts/demo.py
 
 lint: install
 	$(PYTHON) -m ruff check . scripts/devstack

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
+from fanout.errors import ConfigError
 from fanout.health import HealthRegistry, HealthServer, WorkerStatus
 from fanout.settings import Settings, require_subscription
 from fanout.worker import SinkWorker, WorkerOptions
@@ -61,20 +62,31 @@ class App:
             worker.stop()
 
     def wait(self) -> int:
-        """Block until every worker has stopped; 0 if all stopped cleanly, 1 otherwise."""
+        """Block until every worker has stopped.
+
+        0 if all stopped cleanly, 2 if a sink rejected its configuration, 1 for other crashes.
+        """
         for thread in self._threads:
             thread.join()
         if self._server is not None:
             self._server.stop()
+        if any(isinstance(exc, ConfigError) for exc in self._errors):
+            return 2
         return 1 if self._errors else 0
 
     def _run_worker(self, worker: SinkWorker) -> None:
         try:
             worker.run()
+        except ConfigError as exc:
+            log.error("invalid configuration: %s", exc, extra={"sink": worker.sink_name})
+            self._fail(exc)
         except BaseException as exc:
             log.exception("worker crashed", extra={"sink": worker.sink_name})
-            self._errors.append(exc)
-            self.stop()  # one crashed sink takes the process down so it gets restarted whole
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._errors.append(exc)
+        self.stop()  # one failed sink takes the process down so it gets restarted whole
 
 
 def run_until_signalled(app: App) -> int:

@@ -13,6 +13,9 @@ run again and again on the same stack.
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import subprocess
 import sys
 import time
 import uuid
@@ -31,9 +34,10 @@ from fanout.settings import load_settings  # noqa: E402
 from tests.support.debezium import DEFAULT_TABLES, expected_state, generate_stream  # noqa: E402
 from tests.support.pipeline import (  # noqa: E402
     WorkerProcess,
+    caught_up,
     create_topic,
     produce,
-    wait_caught_up,
+    wait_for,
 )
 
 SINKS = ("postgres", "elasticsearch", "clickhouse")
@@ -41,6 +45,7 @@ SINKS = ("postgres", "elasticsearch", "clickhouse")
 
 def main() -> int:
     args = _parse()
+    _use_devstack_connection_settings()
     run_id = uuid.uuid4().hex[:6]
     topic, prefix = f"demo_{run_id}.inventory", f"demo-{run_id}"
     print(f"demo {run_id}: topic {topic}, consumer groups {prefix}-<sink>")
@@ -55,12 +60,37 @@ def main() -> int:
     try:
         started = time.monotonic()
         for sink in SINKS:
-            wait_caught_up(f"{prefix}-{sink}", [topic], timeout_s=600)
+            wait_for(
+                lambda sink=sink: _caught_up_or_dead(worker, f"{prefix}-{sink}", topic),
+                600,
+                f"{sink} to catch up",
+            )
+            if not worker.alive:
+                print(worker.log()[-3000:], file=sys.stderr)
+                raise SystemExit(f"fanout exited early with code {worker.process.returncode}")
             print(f"{sink:<14} caught up after {time.monotonic() - started:.1f}s")
     finally:
         code = worker.stop()
     print(f"fanout stopped on SIGTERM with exit code {code}\n")
     return _report(messages, run_id)
+
+
+def _use_devstack_connection_settings() -> None:
+    """Connection settings of the local stack, as `scripts/devstack env` prints them."""
+    printed = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "devstack"), "env"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in printed.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        if name.startswith("FANOUT_"):
+            os.environ.setdefault(name, shlex.split(value)[0] if value else "")
+
+
+def _caught_up_or_dead(worker: WorkerProcess, group: str, topic: str) -> bool:
+    return not worker.alive or caught_up(group, [topic])
 
 
 def _parse() -> argparse.Namespace:
@@ -81,7 +111,6 @@ def _config(topic: str, prefix: str, run_id: str) -> dict[str, Any]:
             "elasticsearch": {"enabled": True, "index_prefix": f"demo_{run_id}_"},
             "clickhouse": {
                 "enabled": True,
-                "mode": "server",
                 "routing": {"target_format": f"demo_{run_id}_{{table}}"},
             },
         },
