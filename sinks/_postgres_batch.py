@@ -35,7 +35,6 @@ class Layout:
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
     json: tuple[int, ...] = ()  # staged positions wrapped as jsonb
     json_arrays: tuple[int, ...] = ()  # staged positions holding lists of jsonb
-    key_in_order: bool = True  # event.key lists the key columns in the table key's order
 
     def values(self, event: ChangeEvent) -> list[Any]:
         """The staged row for ``event``, matching :attr:`columns`."""
@@ -76,9 +75,7 @@ class Collapsed:
     truncate_version: int | None = None
     truncates: int = 0
     superseded: int = 0
-
-
-TRUNCATE_LAYOUT = Layout(columns=())
+    failed: list[tuple[ChangeEvent, MappingError]] = field(default_factory=list)
 
 
 class Shapes:
@@ -95,8 +92,6 @@ class Shapes:
         self._by_value: dict[tuple[Column, ...], int] = {}
 
     def of(self, event: ChangeEvent) -> Shape:
-        if event.op is Op.TRUNCATE:
-            return (Op.TRUNCATE,)
         columns = event.columns
         known = self._by_id.get(id(columns))
         if known is None or known[0] is not columns:
@@ -135,52 +130,62 @@ def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolu
     try:
         _check_key(info, key, event)
         if event.op is Op.DELETE:
-            return Resolution(layout=_delete_layout(key, event))
+            return Resolution(layout=_delete_layout(event))
         return _resolve_upsert(info, key, event)
     except MappingError as exc:
         return Resolution(error=exc)
 
 
-def collapse(
-    events: Sequence[ChangeEvent], layouts: Sequence[Layout | None], key: tuple[str, ...]
-) -> tuple[Collapsed, list[tuple[ChangeEvent, MappingError]]]:
-    """Newest event per key; ``layouts[i]`` is None for events that already failed."""
+def collapse(events: Sequence[ChangeEvent]) -> tuple[Collapsed, list[ChangeEvent]]:
+    """The newest event per key (ties: the later one in the batch), and the truncates.
+
+    Runs before validation, so only the survivors are checked and staged. Events with a NULL or
+    unhashable key value fail here. Returns the survivors in no particular order.
+    """
     out = Collapsed()
-    newest: dict[tuple[Any, ...], int] = {}
-    failed: list[tuple[ChangeEvent, MappingError]] = []
+    newest: dict[tuple[Any, ...], ChangeEvent] = {}
+    order: tuple[str, ...] | None = None  # key column order of the batch's first event
     considered = 0
-    for i, layout in enumerate(layouts):
-        if layout is None:
-            continue
-        event = events[i]
-        if layout is TRUNCATE_LAYOUT:
+    for event in events:
+        if event.op is Op.TRUNCATE:
             out.truncates += 1
             out.truncate_version = max(event.version, out.truncate_version or event.version)
             continue
         keys = event.key
-        ident = tuple(keys.values()) if layout.key_in_order else tuple(keys[k] for k in key)
+        names = tuple(keys)
+        order = order or names
+        ident = tuple(keys.values()) if names == order else _reordered(keys, order)
         try:
             previous = newest.get(ident)
-        except TypeError:  # an unhashable key value (a dict or list)
+        except TypeError:  # a dict or list as a key value
             previous, ident = None, (None,)
         if None in ident:
-            failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
+            out.failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
             continue
         considered += 1
-        if previous is None or event.version >= events[previous].version:
-            newest[ident] = i
-    for i in newest.values():
-        _stage(out, events[i], layouts[i])
+        if previous is None or event.version >= previous.version:
+            newest[ident] = event
     out.superseded = considered - len(newest)
-    return out, failed
+    return out, list(newest.values())
 
 
-def _delete_layout(key: tuple[str, ...], event: ChangeEvent) -> Layout:
-    return Layout(
-        columns=(*event.key, q.VERSION, q.DELETE_FLAG),
-        is_delete=True,
-        key_in_order=tuple(event.key) == key,
-    )
+def stage(
+    out: Collapsed, survivors: Sequence[ChangeEvent], layouts: Sequence[Layout | None]
+) -> None:
+    """Turn the survivors into staging rows; ``layouts[i]`` is None where validation failed."""
+    for event, layout in zip(survivors, layouts, strict=True):
+        if layout is not None:
+            _stage(out, event, layout)
+
+
+def _reordered(keys: dict[str, Any], order: tuple[str, ...]) -> tuple[Any, ...]:
+    if keys.keys() != set(order):
+        return (tuple(keys), tuple(keys.values()))  # another key: kept apart, fails validation
+    return tuple(keys[name] for name in order)
+
+
+def _delete_layout(event: ChangeEvent) -> Layout:
+    return Layout(columns=(*event.key, q.VERSION, q.DELETE_FLAG), is_delete=True)
 
 
 def _stage(out: Collapsed, event: ChangeEvent, layout: Layout | None) -> None:
@@ -227,12 +232,11 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
         take.append(position)
     if new_columns:
         return Resolution(new_columns=new_columns)
-    return Resolution(layout=_upsert_layout(row, key, event, take, json, json_arrays))
+    return Resolution(layout=_upsert_layout(row, event, take, json, json_arrays))
 
 
 def _upsert_layout(
     row: dict[str, Any],
-    key: tuple[str, ...],
     event: ChangeEvent,
     take: list[int],
     json: list[int],
@@ -247,7 +251,6 @@ def _upsert_layout(
         extra_key=extra_key,
         json=tuple(json),
         json_arrays=tuple(json_arrays),
-        key_in_order=tuple(event.key) == key,
     )
 
 

@@ -14,11 +14,11 @@ converge to the newest event per key anyway:
 * a truncate clears the rows whose version is <= its own and records that version in
   ``_fanout_truncations``; older events replayed later are not applied.
 
-Write path, per batch: validate each event's shape against the cached table description (new
-columns are added, a type that does not fit is a per-event MappingError failure), collapse to
-the newest event per key, ``COPY`` the survivors into a session temp staging table per target,
-then one set-based statement each for deletes, tombstones and upserts — all targets in ONE
-transaction, committed once. Writers of one target are serialised by an advisory lock so a
+Write path, per batch: collapse to the newest event per key, validate each survivor's shape
+against the cached table description (new columns are added, a type that does not fit is a
+per-event MappingError failure), ``COPY`` the survivors into a session temp staging table per
+target, then one set-based statement each for deletes, tombstones and upserts — all targets in
+ONE transaction, committed once. Writers of one target are serialised by an advisory lock so a
 concurrent backfill cannot slip an old upsert between a delete and its tombstone.
 
 Errors: psycopg exceptions are mapped onto ``fanout.errors`` in :func:`map_driver_error` only.
@@ -44,7 +44,6 @@ from fanout.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import PostgresSettings
 from sinks import _postgres_sql as q
 from sinks._postgres_batch import (
-    TRUNCATE_LAYOUT,
     Collapsed,
     Layout,
     Resolution,
@@ -53,6 +52,7 @@ from sinks._postgres_batch import (
     collapse,
     creation_columns,
     resolve,
+    stage,
 )
 from sinks._postgres_catalog import Catalog, TableInfo
 from sinks._postgres_types import check_identifier, pg_type_sql
@@ -196,20 +196,20 @@ class PostgresSink:
     def _plan_target(
         self, conn: psycopg.Connection, target: str, events: list[ChangeEvent], plans: _Plans
     ) -> None:
-        data = [event for event in events if event.op is not Op.TRUNCATE]
-        try:
-            info = self._table_for(conn, target, data)
-            key = _conflict_key(info, data)
-        except MappingError as exc:
-            for event in data:
-                plans.fail(event, exc)
-            if len(data) < len(events):  # the truncates still count
-                plans.plans.append(self._truncate_only(target, events))
-            return
-        layouts = self._layouts(conn, info, key, events, plans) if info else []
-        batch, failed = collapse(events, layouts or [TRUNCATE_LAYOUT] * len(events), key)
-        for event, error in failed:
+        batch, survivors = collapse(events)
+        for event, error in batch.failed:
             plans.fail(event, error)
+        try:
+            info = self._table_for(conn, target, survivors)
+            key = _conflict_key(info, survivors)
+        except MappingError as exc:  # the whole target is unusable: every event is poison
+            already = {id(event) for event, _ in batch.failed}
+            for event in events:
+                if event.op is not Op.TRUNCATE and id(event) not in already:
+                    plans.fail(event, exc)
+            info, key, survivors, batch.superseded = None, (), [], 0
+        if info is not None:
+            stage(batch, survivors, self._layouts(conn, info, key, survivors, plans))
         if not batch.rows and batch.truncate_version is None:
             return
         ref = None
@@ -219,15 +219,10 @@ class PostgresSink:
             ref = self._catalog.staging(conn, info, key)
         plans.plans.append(_TargetPlan(target=target, ref=ref, batch=batch))
 
-    def _truncate_only(self, target: str, events: list[ChangeEvent]) -> _TargetPlan:
-        truncates = [event for event in events if event.op is Op.TRUNCATE]
-        layouts = [TRUNCATE_LAYOUT] * len(truncates)
-        return _TargetPlan(target=target, ref=None, batch=collapse(truncates, layouts, ())[0])
-
     def _table_for(
         self, conn: psycopg.Connection, target: str, data: list[ChangeEvent]
     ) -> TableInfo | None:
-        """The target table, created from the batch's first upsert (or delete) if missing."""
+        """The target table, created from the first upsert (or delete) of ``data`` if missing."""
         info = self._catalog.table(conn, target)
         if info is not None or not data:
             return info
@@ -278,11 +273,11 @@ class PostgresSink:
         examples: dict[Shape, ChangeEvent],
     ) -> dict[Shape, Resolution]:
         """Resolve new shapes against the table, adding the columns they bring first."""
-        resolved = {shape: _resolve(info, key, event) for shape, event in examples.items()}
+        resolved = {shape: resolve(info, key, event) for shape, event in examples.items()}
         new_columns = {name: type_ for r in resolved.values() for name, type_ in r.new_columns}
         if new_columns:
             info = self._catalog.add_columns(conn, info.name, list(new_columns.items())) or info
-            resolved = {shape: _resolve(info, key, event) for shape, event in examples.items()}
+            resolved = {shape: resolve(info, key, event) for shape, event in examples.items()}
         for shape, resolution in resolved.items():
             if resolution.new_columns:  # not there even after ADD COLUMN: give up on the event
                 names = ", ".join(name for name, _ in resolution.new_columns)
@@ -346,12 +341,6 @@ class PostgresSink:
             stale = batch.superseded + batch.upserts - plan.upserts_applied
             stale += batch.deletes - plan.deletes_applied
             STALE_SKIPPED.labels(self.name, plan.target).inc(stale)
-
-
-def _resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolution:
-    if event.op is Op.TRUNCATE:
-        return Resolution(layout=TRUNCATE_LAYOUT)
-    return resolve(info, key, event)
 
 
 def _conflict_key(info: TableInfo | None, data: list[ChangeEvent]) -> tuple[str, ...]:
