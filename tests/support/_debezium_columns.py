@@ -116,7 +116,7 @@ class Kind:
     connect_type: str
     logical: str
     name: str | None = None  # Connect/Debezium logical name
-    encode: Callable[[Any], Any] = lambda value: value
+    encode: Callable[[Any], Any] | None = None  # None: the value is its own JSON value
     random: Callable[[random.Random], Any] = _random_text
 
 
@@ -207,13 +207,17 @@ class ColumnSpec:
             return _random_decimal(rng, self.precision, self.scale)
         return self._kind.random(rng)
 
+    def encoder(self) -> Callable[[Any], Any] | None:
+        """What turns a (non-null) value into its JSON value; None: it already is one."""
+        if self.kind == "decimal":
+            scale = self.scale
+            return lambda value: encode_decimal(value, scale)
+        return self._kind.encode
+
     def encode(self, value: Any) -> Any:
         """The JSON value JsonConverter writes for ``value``."""
-        if value is None:
-            return None
-        if self.kind == "decimal":
-            return encode_decimal(value, self.scale)
-        return self._kind.encode(value)
+        encode = self.encoder()
+        return value if value is None or encode is None else encode(value)
 
     def connect_schema(self, source_types: bool = False) -> dict[str, Any]:
         kind = self._kind

@@ -268,7 +268,7 @@ def encode_value(
 
 
 def _encoded_row(event: LogicalEvent, row: dict[str, Any]) -> dict[str, Any]:
-    return {column.name: column.encode(row.get(column.name)) for column in event.spec.columns}
+    return event.spec.encode_row(row)
 
 
 def _before_image(event: LogicalEvent) -> dict[str, Any] | None:
@@ -305,7 +305,7 @@ def _source(fmt: MessageFormat, event: LogicalEvent) -> dict[str, Any]:
     }
     if fmt.connector == "postgresql":
         return common | {
-            "sequence": json.dumps([str(position.lsn - 40), str(position.lsn)]),
+            "sequence": f'["{position.lsn - 40}","{position.lsn}"]',
             "schema": event.spec.schema,
             "table": event.spec.table,
             "txId": position.tx_id,

@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -93,6 +94,18 @@ class TableSpec:
         for column in rng.sample(candidates, min(len(candidates), rng.randint(1, 3))):
             changed[column.name] = column.random_value(rng)
         return changed
+
+    @functools.cached_property
+    def encoders(self) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+        return tuple((column.name, column.encoder()) for column in self.columns)
+
+    def encode_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` as JsonConverter writes it (missing columns as null)."""
+        encoded = {}
+        for name, encode in self.encoders:
+            value = row.get(name)
+            encoded[name] = value if value is None or encode is None else encode(value)
+        return encoded
 
     def expected_columns(self, source_types: bool = False) -> tuple[Column, ...]:
         return tuple(column.logical_column(source_types) for column in self.columns)
@@ -448,7 +461,7 @@ def _decoded_row(event: LogicalEvent, schemas: bool) -> dict[str, Any]:
     assert event.row is not None
     if schemas:
         return _with_parsed_json(event)
-    return {column.name: column.encode(event.row[column.name]) for column in event.spec.columns}
+    return event.spec.encode_row(event.row)
 
 
 def _with_parsed_json(event: LogicalEvent) -> dict[str, Any]:
