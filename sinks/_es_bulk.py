@@ -8,6 +8,7 @@ Every action is version-guarded (``external_gte``), so sending an item again (af
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from fanout.events import ChangeEvent, Failure
 from fanout.settings import ElasticsearchSettings
 from sinks._es_errors import Verdict, bisect_error, classify, describe_error, item_error
 
+log = logging.getLogger(__name__)
 _MAX_ITEM_BACKOFF_S = 5.0  # in-sink waits stay short: the runtime's retry takes over after
 
 
@@ -61,10 +63,16 @@ class BulkWriter:
         the batch), PermanentError when a whole request was refused as malformed."""
         report = BulkReport()
         pending = entries
+        last_reason = ""
         attempts = self._settings.bulk_item_retries + 1
         for attempt in range(attempts):
             if attempt:
-                self._sleep(self._backoff(attempt))
+                delay = self._backoff(attempt)
+                log.info(
+                    "retrying bulk items",
+                    extra={"items": len(pending), "reason": last_reason, "delay_s": delay},
+                )
+                self._sleep(delay)
                 report.retried_items += len(pending)
             pending, last_reason = self._send(pending, report)
             if not pending:

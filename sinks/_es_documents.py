@@ -75,7 +75,12 @@ def document_id(key: dict[str, Any]) -> str:
         raise MappingError("the event has no key (a source table without a primary key?)")
     if len(key) == 1:
         (value,) = key.values()
-        text = value if type(value) is str else _scalar_text(json_value(value))
+        if type(value) is str:
+            text = value
+        elif type(value) is int:  # the common case; same text as JSON
+            text = str(value)
+        else:
+            text = _scalar_text(json_value(value))
     else:
         values = [json_value(value) for value in key.values()]
         text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)

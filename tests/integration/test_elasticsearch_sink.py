@@ -334,3 +334,12 @@ def test_events_with_invalid_targets_or_keys_fail_alone(
     failures = list(sink.write([change(1, 1, target="Not Valid"), keyless, change(2, 1)]))
     assert len(failures) == 2
     assert set(searched(es, prefix + "items")) == {"2"}
+
+
+def test_refresh_wait_for_makes_writes_searchable_when_write_returns(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink(refresh="wait_for")
+    write_all(sink, [[change(1, 1), change(2, 1), change(2, 2, op=Op.DELETE)]])
+    hits = es.search(index=prefix + "items")["hits"]["hits"]  # no explicit refresh
+    assert [hit["_id"] for hit in hits] == ["1"]

@@ -9,16 +9,13 @@ marked ``slow``: run them with ``-m slow``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -36,6 +33,7 @@ from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch import ElasticsearchSink
 from tests.integration.conftest import Endpoints
 from tests.support.pipeline import unique, wait_for
+from tests.support.tcp_proxy import TcpProxy
 
 NODE_HTTP_PORT, NODE_TRANSPORT_PORT = 9201, 9301
 NODE_URL = f"http://127.0.0.1:{NODE_HTTP_PORT}"
@@ -51,79 +49,6 @@ def change(key: int, version: int, op: Op = Op.UPSERT, offset: int = 0) -> Chang
 def searched(es: Elasticsearch, alias: str) -> dict[str, dict[str, Any]]:
     es.indices.refresh(index=alias)
     return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=alias, size=2000)}
-
-
-# -- a proxy the test can cut ----------------------------------------------------------------
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to Elasticsearch; ``down()`` refuses connections, ``mute``
-    accepts them and never answers (a hung node)."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.mute = False
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
-        self._listener: socket.socket | None = None
-        self._acceptor = threading.Thread()
-        self._open: list[socket.socket] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def up(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        self._listener = listener
-        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
-        self._acceptor.start()
-
-    def down(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            self._acceptor.join(timeout=5)  # a blocked accept() holds the port until it returns
-            listener.close()
-        for sock in self._open:
-            _close(sock)
-        self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while self._listener is listener:
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._open.append(client)
-            if not self.mute:
-                upstream = socket.create_connection(self.upstream)
-                self._open.append(upstream)
-                for src, dst in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        _close(src)
-        _close(dst)
-
-
-def _close(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 @pytest.fixture
