@@ -1,7 +1,7 @@
 """Kafka message -> ``ChangeEvent``: Debezium JSON envelopes and the flattened form.
 
 Guarantees: ``Decoder.decode`` is deterministic for a message given what the decoder has seen on
-that topic before (only tombstone handling in ``"auto"`` mode depends on it); it returns a
+that topic before (only the handling of tombstones depends on that history); it returns a
 ``ChangeEvent``, ``None`` for a message that carries nothing to apply (a tombstone made redundant
 by the delete event before it, a heartbeat, a schema-change or transaction-metadata record, a
 logical-decoding message), and raises ``DecodeError`` — and nothing else — for anything it
@@ -90,6 +90,19 @@ def _schemaless_form(payload: Mapping[str, Any]) -> Literal["envelope", "flat", 
     return "flat"
 
 
+def _envelope_row(
+    op: Any, payload: dict[str, Any], plan: RowPlan
+) -> tuple[dict[str, Any] | None, Op]:
+    if op == "d":
+        return None, Op.DELETE
+    if op not in _UPSERT_OPS:
+        raise DecodeError(f"unknown op {op!r} (expected one of c, u, r, d, t)")
+    after = payload.get("after")
+    if not isinstance(after, dict):
+        raise DecodeError(f"op {op!r} without an 'after' row")
+    return plan.convert(after), Op.UPSERT
+
+
 def _clock_name(rule: str) -> str:
     return "LSN/binlog position" if rule == "auto" else rule
 
@@ -166,33 +179,21 @@ class Decoder:
         self, origin: Origin, payload: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
     ) -> ChangeEvent | None:
         op = payload.get("op")
+        if op == "m":
+            return None  # a logical-decoding message: no row
         source = payload.get("source") or {}
         table = self._envelope_table(origin.topic, source)
         if op == "t":
-            version = self._version(origin, source, "source.", flattened=False)
-            return ChangeEvent(
-                Op.TRUNCATE, table, {}, None, version, source.get("ts_ms"), origin, row_plan.columns
-            )
-        if op in _UPSERT_OPS:
-            after = payload.get("after")
-            if not isinstance(after, dict):
-                raise DecodeError(f"op {op!r} without an 'after' row")
-            row: dict[str, Any] | None = row_plan.convert(after)
-            kind = Op.UPSERT
-        elif op == "d":
-            row, kind = None, Op.DELETE
-        elif op == "m":
-            return None  # a logical-decoding message: no row
+            key, row, kind = {}, None, Op.TRUNCATE
         else:
-            raise DecodeError(f"unknown op {op!r} (expected one of c, u, r, d, t)")
-        if not key:
-            raise DecodeError(MISSING_KEY)
-        # Only row events say deletes travel in-band: ExtractNewRecordState lets truncates through.
-        self._in_band[origin.topic] = True
+            row, kind = _envelope_row(op, payload, row_plan)
+            if not key:
+                raise DecodeError(MISSING_KEY)
+            # Only row events show deletes travel in-band (truncates may pass an SMT unflattened).
+            self._in_band[origin.topic] = True
         version = self._version(origin, source, "source.", flattened=False)
-        return ChangeEvent(
-            kind, table, key, row, version, source.get("ts_ms"), origin, row_plan.columns
-        )
+        ts_ms = source.get("ts_ms")
+        return ChangeEvent(kind, table, key, row, version, ts_ms, origin, row_plan.columns)
 
     def _from_flat(
         self, origin: Origin, row: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
