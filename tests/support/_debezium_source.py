@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from tests.support.debezium import LogicalEvent, TableSpec
+    from tests.support._debezium_tables import LogicalEvent, TableSpec
 
 DEBEZIUM_VERSION = "2.7.3.Final"
 DATABASE = "fanout"
