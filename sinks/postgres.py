@@ -181,11 +181,12 @@ class PostgresSink:
     ) -> dict[str, list[ChangeEvent]]:
         by_target: dict[str, list[ChangeEvent]] = {}
         for event in batch:
-            error = self._target_error(event.target)
+            by_target.setdefault(event.target, []).append(event)
+        for target in list(by_target):
+            error = self._target_error(target)
             if error is not None:
-                plans.fail(event, error)
-            else:
-                by_target.setdefault(event.target, []).append(event)
+                for event in by_target.pop(target):
+                    plans.fail(event, error)
         return by_target
 
     def _target_error(self, target: str) -> MappingError | None:
@@ -246,8 +247,9 @@ class PostgresSink:
         known = self._resolutions_for(info, key)
         layouts: list[Layout | None] = []
         unseen: dict[Shape, list[int]] = {}
+        shape_of = self._shapes.of
         for i, event in enumerate(events):
-            shape = self._shapes.of(event)
+            shape = shape_of(event)
             resolution = known.get(shape)
             if resolution is None:
                 unseen.setdefault(shape, []).append(i)
