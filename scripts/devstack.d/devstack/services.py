@@ -452,6 +452,19 @@ class ClickHouse(Service):
             return "not installed (tests/support/chdb_http.py is not in this tree yet)"
         return None
 
+    def install(self) -> None:
+        python = os.environ.get("FANOUT_DEVSTACK_PYTHON", sys.executable)
+        check = subprocess.run(
+            [python, "-c", "import importlib.util as u; exit(u.find_spec('chdb') is None)"],
+            check=False,
+        )
+        if check.returncode != 0:
+            raise DevstackError(
+                f"clickhouse: the Python package chdb is missing for {python}: run "
+                f"`{python} -m pip install -e '.[dev]'` (or `make install`), or point "
+                "FANOUT_DEVSTACK_PYTHON at an interpreter that has it"
+            )
+
     def launch(self) -> Launch:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         python = os.environ.get("FANOUT_DEVSTACK_PYTHON", sys.executable)
