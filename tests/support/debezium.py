@@ -169,7 +169,9 @@ class _TableKeys:
         self.deleted.clear()
 
     def _unused(self, rng: random.Random) -> int:
-        if len(self.live) * 4 > self.n_keys * 3:
+        # Random probing needs 1/(1 - live share) tries on average; only a nearly full key
+        # space is worth the O(n_keys) scan.
+        if len(self.live) * 100 > self.n_keys * 97:
             return rng.choice([i for i in range(self.n_keys) if i not in self.live])
         while True:
             index = rng.randrange(self.n_keys)
