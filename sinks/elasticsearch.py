@@ -131,7 +131,7 @@ class ElasticsearchSink:
                 checked = exc
             self._checked_targets[target] = checked
         if isinstance(checked, MappingError):
-            raise checked
+            raise MappingError(str(checked))
         return checked
 
     def _ensure_targets(self, collapsed: Collapsed) -> None:
