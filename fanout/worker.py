@@ -23,11 +23,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from fanout import kafka as kafka_clients
 from fanout import metrics
+from fanout._messages import describe, next_offsets, origin_of, position, with_metadata
 from fanout.delivery import Delivery, DeliveryHooks
 from fanout.dlq import DeadLetterQueue
 from fanout.envelope import Decoder
 from fanout.errors import DecodeError, MappingError, RetryableError
-from fanout.events import ChangeEvent, Failure, Origin
+from fanout.events import ChangeEvent, Failure
 from fanout.health import WorkerStatus
 from fanout.routing import Router
 from fanout.settings import Settings, SinkSettings
@@ -215,7 +216,7 @@ class SinkWorker:
         events: list[ChangeEvent] = []
         failures: list[Failure] = []
         for message in messages:
-            origin = _origin_of(message)
+            origin = origin_of(message)
             try:
                 event = self._decoder.decode(origin)
             except DecodeError as exc:
@@ -274,10 +275,10 @@ class SinkWorker:
             metrics.EVENTS_WRITTEN.labels(self.sink_name, table, op).inc(count)
 
     def _commit(self, messages: list[Message]) -> None:
-        offsets = _next_offsets(messages, exclude=self._revoked)
+        offsets = next_offsets(messages, exclude=self._revoked)
         self._revoked.clear()
         if self._options.commit_metadata is not None:
-            offsets = _with_metadata(offsets, self._options.commit_metadata)
+            offsets = with_metadata(offsets, self._options.commit_metadata)
         if not offsets:
             return
         assert self._consumer is not None
@@ -319,7 +320,7 @@ class SinkWorker:
         first: dict[tuple[str, int], int] = {}
         for message in messages:
             if message.error() is None:
-                topic, partition, offset = _position(message)
+                topic, partition, offset = position(message)
                 first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
         assert self._consumer is not None
         for (topic, partition), offset in first.items():
@@ -354,7 +355,7 @@ class SinkWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info(
             "partitions assigned",
-            extra={"sink": self.sink_name, "partitions": _describe(partitions)},
+            extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
         self._revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
         if self._options.on_assign is not None:
@@ -365,7 +366,7 @@ class SinkWorker:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info(
             "partitions revoked",
-            extra={"sink": self.sink_name, "partitions": _describe(partitions)},
+            extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
         self._revoked.update((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
@@ -388,56 +389,3 @@ class SinkWorker:
                 metrics.CONSUMER_LAG.labels(self.sink_name, tp.topic, str(tp.partition)).set(
                     max(0, high - tp.offset)
                 )
-
-
-def _position(message: Message) -> tuple[str, int, int]:
-    """Topic, partition and offset of a data message (only error events lack them)."""
-    topic, partition, offset = message.topic(), message.partition(), message.offset()
-    assert topic is not None and partition is not None and offset is not None
-    return topic, partition, offset
-
-
-def _origin_of(message: Message) -> Origin:
-    topic, partition, offset = _position(message)
-    kind, timestamp = message.timestamp()
-    raw = message.headers() or []
-    headers = raw.items() if isinstance(raw, dict) else raw
-    return Origin(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp if kind != 0 else None,
-        key=message.key(),
-        value=message.value(),
-        headers=tuple((str(key), _as_bytes(value)) for key, value in headers),
-    )
-
-
-def _as_bytes(value: str | bytes | None) -> bytes:
-    if value is None:
-        return b""
-    return value.encode() if isinstance(value, str) else value
-
-
-def _next_offsets(messages: list[Message], exclude: set[tuple[str, int]]) -> list[TopicPartition]:
-    highest: dict[tuple[str, int], int] = {}
-    for message in messages:
-        topic, partition, offset = _position(message)
-        if (topic, partition) not in exclude:
-            highest[(topic, partition)] = max(highest.get((topic, partition), -1), offset)
-    return [TopicPartition(topic, part, offset + 1) for (topic, part), offset in highest.items()]
-
-
-def _with_metadata(
-    offsets: list[TopicPartition], metadata: Callable[[str, int], str | None]
-) -> list[TopicPartition]:
-    return [
-        TopicPartition(
-            tp.topic, tp.partition, tp.offset, metadata=metadata(tp.topic, tp.partition) or ""
-        )
-        for tp in offsets
-    ]
-
-
-def _describe(partitions: list[TopicPartition]) -> list[str]:
-    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]
