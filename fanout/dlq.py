@@ -19,9 +19,7 @@ from fanout.events import Failure
 MAX_MESSAGE_CHARS = 2000  # keep a huge exception text from bloating every header
 
 
-def dlq_headers(
-    failure: Failure, sink: str, attempts: int
-) -> list[tuple[str, str | bytes | None]]:
+def dlq_headers(failure: Failure, sink: str, attempts: int) -> list[tuple[str, str | bytes | None]]:
     origin = failure.origin
     previous = _previous_attempts(origin.headers)
     headers = {
