@@ -136,20 +136,23 @@ def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolu
         return Resolution(error=exc)
 
 
-def collapse(events: Sequence[ChangeEvent]) -> tuple[Collapsed, list[ChangeEvent]]:
-    """The newest event per key (ties: the later one in the batch), and the truncates.
+def collapse(events: Sequence[ChangeEvent], layouts: Sequence[Layout | None]) -> Collapsed:
+    """Stage the newest event per key (ties: the later one in the batch) and note truncates.
 
-    Runs before validation, so only the survivors are checked and staged. Events with a NULL or
-    unhashable key value fail here. Returns the survivors in no particular order.
+    ``layouts[i]`` is None for events that failed validation: they take no part, so an older
+    valid event of the same key is still applied. Events with a NULL or unhashable key value
+    fail here (``Collapsed.failed``).
     """
     out = Collapsed()
-    newest: dict[tuple[Any, ...], ChangeEvent] = {}
+    newest: dict[tuple[Any, ...], int] = {}
     order: tuple[str, ...] | None = None  # key column order of the batch's first event
     considered = 0
-    for event in events:
+    for i, event in enumerate(events):
         if event.op is Op.TRUNCATE:
             out.truncates += 1
             out.truncate_version = max(event.version, out.truncate_version or event.version)
+            continue
+        if layouts[i] is None:
             continue
         keys = event.key
         names = tuple(keys)
@@ -163,19 +166,12 @@ def collapse(events: Sequence[ChangeEvent]) -> tuple[Collapsed, list[ChangeEvent
             out.failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
             continue
         considered += 1
-        if previous is None or event.version >= previous.version:
-            newest[ident] = event
+        if previous is None or event.version >= events[previous].version:
+            newest[ident] = i
+    for i in newest.values():
+        _stage(out, events[i], layouts[i])
     out.superseded = considered - len(newest)
-    return out, list(newest.values())
-
-
-def stage(
-    out: Collapsed, survivors: Sequence[ChangeEvent], layouts: Sequence[Layout | None]
-) -> None:
-    """Turn the survivors into staging rows; ``layouts[i]`` is None where validation failed."""
-    for event, layout in zip(survivors, layouts, strict=True):
-        if layout is not None:
-            _stage(out, event, layout)
+    return out
 
 
 def _reordered(keys: dict[str, Any], order: tuple[str, ...]) -> tuple[Any, ...]:

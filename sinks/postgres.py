@@ -14,9 +14,9 @@ converge to the newest event per key anyway:
 * a truncate clears the rows whose version is <= its own and records that version in
   ``_fanout_truncations``; older events replayed later are not applied.
 
-Write path, per batch: collapse to the newest event per key, validate each survivor's shape
-against the cached table description (new columns are added, a type that does not fit is a
-per-event MappingError failure), ``COPY`` the survivors into a session temp staging table per
+Write path, per batch: validate each event's shape against the cached table description (new
+columns are added, a type that does not fit is a per-event MappingError failure), collapse to
+the newest valid event per key, ``COPY`` the survivors into a session temp staging table per
 target, then one set-based statement each for deletes, tombstones and upserts — all targets in
 ONE transaction, committed once. Writers of one target are serialised by an advisory lock so a
 concurrent backfill cannot slip an old upsert between a delete and its tombstone.
@@ -52,7 +52,6 @@ from sinks._postgres_batch import (
     collapse,
     creation_columns,
     resolve,
-    stage,
 )
 from sinks._postgres_catalog import Catalog, TableInfo
 from sinks._postgres_types import check_identifier, pg_type_sql
@@ -197,20 +196,21 @@ class PostgresSink:
     def _plan_target(
         self, conn: psycopg.Connection, target: str, events: list[ChangeEvent], plans: _Plans
     ) -> None:
-        batch, survivors = collapse(events)
+        data = [event for event in events if event.op is not Op.TRUNCATE]
+        try:
+            info = self._table_for(conn, target, data)
+            key = _conflict_key(info, data)
+        except MappingError as exc:  # the whole target is unusable: every event is poison
+            for event in data:
+                plans.fail(event, exc)
+            info, key = None, ()
+        if info is None:  # truncates only (the table may not even exist)
+            layouts: list[Layout | None] = [None] * len(events)
+        else:
+            layouts = self._layouts(conn, info, key, events, plans)
+        batch = collapse(events, layouts)
         for event, error in batch.failed:
             plans.fail(event, error)
-        try:
-            info = self._table_for(conn, target, survivors)
-            key = _conflict_key(info, survivors)
-        except MappingError as exc:  # the whole target is unusable: every event is poison
-            already = {id(event) for event, _ in batch.failed}
-            for event in events:
-                if event.op is not Op.TRUNCATE and id(event) not in already:
-                    plans.fail(event, exc)
-            info, key, survivors, batch.superseded = None, (), [], 0
-        if info is not None:
-            stage(batch, survivors, self._layouts(conn, info, key, survivors, plans))
         if not batch.rows and batch.truncate_version is None:
             return
         ref = None
@@ -249,6 +249,9 @@ class PostgresSink:
         unseen: dict[Shape, list[int]] = {}
         shape_of = self._shapes.of
         for i, event in enumerate(events):
+            if event.op is Op.TRUNCATE:
+                layouts.append(None)
+                continue
             shape = shape_of(event)
             resolution = known.get(shape)
             if resolution is None:

@@ -8,11 +8,10 @@ runtime's end-to-end tests live elsewhere.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -30,24 +29,22 @@ from tests.support.debezium import DEFAULT_TABLES, Message, expected_state, gene
 BOOKKEEPING = ("_fanout_version", "_fanout_updated_at")
 
 
-def _settings(**overrides: Any) -> PostgresSettings:
-    values: dict[str, Any] = {
-        "host": os.environ.get("FANOUT_SINKS__POSTGRES__HOST", "127.0.0.1"),
-        "port": int(os.environ.get("FANOUT_SINKS__POSTGRES__PORT", "5432")),
-        "password": os.environ.get("FANOUT_SINKS__POSTGRES__PASSWORD", "fanout"),
-        "connect_timeout_s": 5,
-    }
-    values.update(overrides)
-    return PostgresSettings(**values)
+SettingsFactory = Callable[..., PostgresSettings]
 
 
 @pytest.fixture(scope="module")
-def admin() -> Iterator[psycopg.Connection]:
-    try:
-        conn = psycopg.connect(**_settings().conninfo(), autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL of the devstack is not reachable ({exc}); run scripts/devstack up")
-    with conn:
+def make_settings(pg_conninfo: dict[str, Any]) -> SettingsFactory:
+    """PostgresSettings for the devstack (conftest's ``pg_conninfo`` fails if it is down)."""
+
+    def make(**overrides: Any) -> PostgresSettings:
+        return PostgresSettings(**{**pg_conninfo, "connect_timeout_s": 5, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def admin(pg_conninfo: dict[str, Any]) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(**pg_conninfo, autocommit=True) as conn:
         yield conn
 
 
@@ -59,8 +56,8 @@ def schema(admin: psycopg.Connection) -> Iterator[str]:
 
 
 @pytest.fixture
-def sink(schema: str) -> Iterator[PostgresSink]:
-    sink = PostgresSink(_settings(schema=schema, application_name=f"fanout-test-{schema}"))
+def sink(schema: str, make_settings: SettingsFactory) -> Iterator[PostgresSink]:
+    sink = PostgresSink(make_settings(schema=schema, application_name=f"fanout-test-{schema}"))
     sink.open()
     yield sink
     sink.close()
@@ -332,12 +329,12 @@ def test_a_debezium_stream_with_truncates_converges_under_any_replay(
 
 
 def test_two_writers_at_once_on_a_fresh_schema_converge(
-    sink: PostgresSink, admin: psycopg.Connection, schema: str
+    sink: PostgresSink, admin: psycopg.Connection, schema: str, make_settings: SettingsFactory
 ) -> None:
     """A live consumer and a backfill started at the same moment: both create the same tables,
     then write the same keys concurrently; the tables end at the newest event per key."""
     events, messages = debezium_events(3000, seed=12)
-    backfill_sink = PostgresSink(_settings(schema=schema))
+    backfill_sink = PostgresSink(make_settings(schema=schema))
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
@@ -433,7 +430,7 @@ def test_truncate_of_a_table_never_seen_is_remembered(
 
 
 def test_tombstones_older_than_the_retention_are_purged_on_open(
-    sink: PostgresSink, admin: psycopg.Connection, schema: str
+    sink: PostgresSink, admin: psycopg.Connection, schema: str, make_settings: SettingsFactory
 ) -> None:
     sink.write([upsert("t", {"id": i}, {"v": "x"}, i) for i in (1, 2)])
     sink.write([delete("t", {"id": 1}, 3), delete("t", {"id": 2}, 4)])
@@ -443,7 +440,7 @@ def test_tombstones_older_than_the_retention_are_purged_on_open(
             "UPDATE {} SET _fanout_deleted_at = now() - interval '200 hours' WHERE id = 1"
         ).format(tombstones)
     )
-    reopened = PostgresSink(_settings(schema=schema, tombstone_retention_hours=168))
+    reopened = PostgresSink(make_settings(schema=schema, tombstone_retention_hours=168))
     reopened.open()
     reopened.close()
     remaining = admin.execute(sql.SQL("SELECT id FROM {}").format(tombstones)).fetchall()
@@ -503,6 +500,19 @@ def test_a_type_change_fails_that_event_and_its_neighbours_are_written(
     )
     assert failures[0].stage == "write" and failures[0].origin == changed.origin
     assert [r["id"] for r in table_rows(admin, schema, "t")] == [1, 3, 4]
+
+
+def test_an_unmappable_event_reaches_the_dlq_even_when_a_newer_one_supersedes_it(
+    sink: PostgresSink, admin: psycopg.Connection, schema: str
+) -> None:
+    declared = [Column("id", "int64"), Column("count", "int32")]
+    sink.write([upsert("t", {"id": 1}, {"count": 1}, 1, declared)])
+    poison = upsert(
+        "t", {"id": 1}, {"count": "x"}, 2, [Column("id", "int64"), Column("count", "string")]
+    )
+    failures = sink.write([poison, upsert("t", {"id": 1}, {"count": 3}, 3, declared)])
+    assert [f.event for f in failures] == [poison]
+    assert table_rows(admin, schema, "t") == [{"id": 1, "count": 3}]
 
 
 def test_widening_into_a_larger_integer_column_is_accepted(
@@ -663,8 +673,10 @@ def test_a_killed_connection_is_retryable_and_the_next_write_reconnects(
     assert table_rows(admin, schema, "t") == [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}]
 
 
-def test_open_raises_retryable_when_postgres_is_unreachable(schema: str) -> None:
-    sink = PostgresSink(_settings(schema=schema, host="127.0.0.1", port=1, connect_timeout_s=1))
+def test_open_raises_retryable_when_postgres_is_unreachable(
+    schema: str, make_settings: SettingsFactory
+) -> None:
+    sink = PostgresSink(make_settings(schema=schema, host="127.0.0.1", port=1, connect_timeout_s=1))
     with pytest.raises(RetryableError):
         sink.open()
     sink.close()

@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
-from sinks._postgres_batch import Shapes, collapse, resolve, stage
+from sinks._postgres_batch import Layout, Shapes, collapse, resolve
 from sinks._postgres_catalog import TableInfo
 from sinks._postgres_types import PgColumn
 
@@ -99,10 +99,13 @@ def test_shapes_differ_by_row_names_and_value_types_not_by_values() -> None:
     assert shapes.of(upsert({"id": 1}, columns=declared)) != shapes.of(upsert({"id": 1}))
 
 
+def layouts_of(events: list[ChangeEvent]) -> list[Layout | None]:
+    return [None if e.op is Op.TRUNCATE else resolve(TABLE, KEY, e).layout for e in events]
+
+
 def staged(events: list[ChangeEvent]) -> dict[Any, list[Any]]:
-    batch, survivors = collapse(events)
+    batch = collapse(events, layouts_of(events))
     assert batch.failed == []
-    stage(batch, survivors, [resolve(TABLE, KEY, e).layout for e in survivors])
     return {row[0]: row for rows in batch.rows.values() for row in rows}
 
 
@@ -121,28 +124,42 @@ def test_collapse_lets_a_newer_delete_win_over_an_upsert() -> None:
     assert rows == {1: [1, 6, True]}
 
 
+def test_an_event_that_failed_validation_does_not_hide_an_older_valid_one() -> None:
+    events = [upsert({"id": 1, "name": "valid"}, 5), upsert({"id": 1, "name": "bad"}, 6)]
+    layouts = layouts_of(events)
+    layouts[1] = None
+    batch = collapse(events, layouts)
+    assert [row for rows in batch.rows.values() for row in rows] == [[1, "valid", 5]]
+
+
 def test_collapse_matches_keys_listed_in_another_column_order() -> None:
     def line(order: tuple[str, str], version: int) -> ChangeEvent:
         key = {name: {"order_id": 7, "line_no": 1}[name] for name in order}
         return ChangeEvent(Op.UPSERT, "s.l", key, dict(key), version, None, Origin("x", 0, 0))
 
-    batch, survivors = collapse(
-        [line(("order_id", "line_no"), 1), line(("line_no", "order_id"), 2)]
-    )
-    assert [e.version for e in survivors] == [2] and batch.superseded == 1
+    events = [line(("order_id", "line_no"), 1), line(("line_no", "order_id"), 2)]
+    stand_in = Layout(columns=("line_no", "order_id", "_fanout_version"))
+    batch = collapse(events, [stand_in, stand_in])
+    assert batch.rows[stand_in] == [[1, 7, 2]] and batch.superseded == 1
 
 
 def test_collapse_counts_superseded_events_and_keeps_the_highest_truncate() -> None:
     truncates = [
         ChangeEvent(Op.TRUNCATE, "src.t", {}, None, v, None, Origin("x", 0, 0)) for v in (3, 9, 4)
     ]
-    batch, survivors = collapse([upsert({"id": 1}, 1), upsert({"id": 1}, 2), *truncates])
-    assert (batch.superseded, batch.truncates, batch.truncate_version) == (1, 3, 9)
-    assert [e.version for e in survivors] == [2]
+    events = [upsert({"id": 1}, 1), upsert({"id": 1}, 2), *truncates]
+    batch = collapse(events, layouts_of(events))
+    assert (batch.superseded, batch.upserts, batch.truncates, batch.truncate_version) == (
+        1,
+        1,
+        3,
+        9,
+    )
 
 
 def test_collapse_fails_events_with_a_null_or_unhashable_key() -> None:
     events = [upsert({"id": None}), upsert({"id": [1, 2]}), upsert({"id": 3})]
-    batch, survivors = collapse(events)
+    stand_in = resolve(TABLE, KEY, events[2]).layout
+    batch = collapse(events, [stand_in] * 3)  # as if the key were jsonb: hashing fails
     assert [event for event, _ in batch.failed] == events[:2]
-    assert survivors == [events[2]]
+    assert batch.upserts == 1
