@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from json import dumps as json_text
+from typing import Any, NamedTuple
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
@@ -33,27 +34,43 @@ class Layout:
     is_delete: bool = False
     take: tuple[int, ...] | None = None  # positions of row values to stage; None = all
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
-    json: tuple[int, ...] = ()  # staged positions wrapped as jsonb
+    json: tuple[int, ...] = ()  # staged positions sent as JSON text
     json_arrays: tuple[int, ...] = ()  # staged positions holding lists of jsonb
 
-    def values(self, event: ChangeEvent) -> list[Any]:
-        """The staged row for ``event``, matching :attr:`columns`."""
+    def rows(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
+        """The staged rows for ``events`` (all of this layout), matching :attr:`columns`."""
         if self.is_delete:
-            return [*event.key.values(), event.version, True]
-        row = event.row or {}
-        values = [*row.values()]
+            return [[*event.key.values(), event.version, True] for event in events]
+        if self.take is None and not self.extra_key:
+            rows = [[*(event.row or {}).values(), event.version] for event in events]
+        else:
+            rows = [self._picked(event) for event in events]
+        if self.json or self.json_arrays:
+            for row in rows:
+                self._encode_json(row)
+        return rows
+
+    def values(self, event: ChangeEvent) -> list[Any]:
+        """The staged row for one event."""
+        return self.rows([event])[0]
+
+    def _picked(self, event: ChangeEvent) -> list[Any]:
+        values = [*(event.row or {}).values()]
         if self.take is not None:
             values = [values[i] for i in self.take]
-        if self.extra_key:
-            values += [event.key[name] for name in self.extra_key]
-        for i in self.json:
-            if values[i] is not None:
-                values[i] = Jsonb(values[i])
-        for i in self.json_arrays:
-            if values[i] is not None:
-                values[i] = [None if item is None else Jsonb(item) for item in values[i]]
+        values += [event.key[name] for name in self.extra_key]
         values.append(event.version)
         return values
+
+    def _encode_json(self, row: list[Any]) -> None:
+        for i in self.json:
+            if row[i] is not None:
+                # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and
+                # the text dumper skips psycopg's per-value Jsonb wrapper.
+                row[i] = json_text(row[i])
+        for i in self.json_arrays:
+            if row[i] is not None:
+                row[i] = [None if item is None else Jsonb(item) for item in row[i]]
 
 
 @dataclass(slots=True)
@@ -78,35 +95,47 @@ class Collapsed:
     failed: list[tuple[ChangeEvent, MappingError]] = field(default_factory=list)
 
 
+class _Declared(NamedTuple):
+    columns: tuple[Column, ...]
+    token: int  # equal column tuples get equal tokens
+    names: tuple[str, ...] | None  # None when nothing is declared
+
+
 class Shapes:
     """Computes an event's shape cheaply.
 
     Declared columns are folded into a small token: looked up by the identity of the
     ``event.columns`` tuple first (decoders reuse one tuple per schema), by value otherwise.
+    A row carrying exactly the declared columns maps the same way whatever its values, so its
+    shape leaves the value types out.
     """
 
     _MAX_IDS = 4096
 
     def __init__(self) -> None:
-        self._by_id: dict[int, tuple[tuple[Column, ...], int]] = {}
+        self._by_id: dict[int, _Declared] = {}
         self._by_value: dict[tuple[Column, ...], int] = {}
 
     def of(self, event: ChangeEvent) -> Shape:
         columns = event.columns
         known = self._by_id.get(id(columns))
-        if known is None or known[0] is not columns:
+        if known is None or known.columns is not columns:
             known = self._remember(columns)
         row = event.row
         if row is None:
-            return (event.op, known[1], tuple(event.key))
-        return (event.op, known[1], tuple(event.key), tuple(row), tuple(map(type, row.values())))
+            return (event.op, known.token, tuple(event.key))
+        names = tuple(row)
+        if names == known.names:
+            return (event.op, known.token, tuple(event.key))
+        return (event.op, known.token, tuple(event.key), names, tuple(map(type, row.values())))
 
-    def _remember(self, columns: tuple[Column, ...]) -> tuple[tuple[Column, ...], int]:
+    def _remember(self, columns: tuple[Column, ...]) -> _Declared:
         token = self._by_value.setdefault(columns, len(self._by_value))
         if len(self._by_id) >= self._MAX_IDS:
             self._by_id.clear()
         # Holding the tuple keeps its id from being reused by another object.
-        known = self._by_id[id(columns)] = (columns, token)
+        names = tuple(column.name for column in columns) if columns else None
+        known = self._by_id[id(columns)] = _Declared(columns, token, names)
         return known
 
 
@@ -136,16 +165,18 @@ def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolu
         return Resolution(error=exc)
 
 
-def collapse(events: Sequence[ChangeEvent], layouts: Sequence[Layout | None]) -> Collapsed:
+def collapse(
+    events: Sequence[ChangeEvent], layouts: Sequence[Layout | None], key: tuple[str, ...]
+) -> Collapsed:
     """Stage the newest event per key (ties: the later one in the batch) and note truncates.
 
     ``layouts[i]`` is None for events that failed validation: they take no part, so an older
-    valid event of the same key is still applied. Events with a NULL or unhashable key value
-    fail here (``Collapsed.failed``).
+    valid event of the same key is still applied. Every other event has exactly the key
+    columns ``key`` (validation checked), possibly in another order. Events with a NULL or
+    unhashable key value fail here (``Collapsed.failed``).
     """
     out = Collapsed()
     newest: dict[tuple[Any, ...], int] = {}
-    order: tuple[str, ...] | None = None  # key column order of the batch's first event
     considered = 0
     for i, event in enumerate(events):
         if event.op is Op.TRUNCATE:
@@ -155,9 +186,10 @@ def collapse(events: Sequence[ChangeEvent], layouts: Sequence[Layout | None]) ->
         if layouts[i] is None:
             continue
         keys = event.key
-        names = tuple(keys)
-        order = order or names
-        ident = tuple(keys.values()) if names == order else _reordered(keys, order)
+        if len(keys) == 1 or tuple(keys) == key:
+            ident = tuple(keys.values())
+        else:
+            ident = tuple(keys[name] for name in key)
         try:
             previous = newest.get(ident)
         except TypeError:  # a dict or list as a key value
@@ -168,29 +200,26 @@ def collapse(events: Sequence[ChangeEvent], layouts: Sequence[Layout | None]) ->
         considered += 1
         if previous is None or event.version >= events[previous].version:
             newest[ident] = i
-    for i in newest.values():
-        _stage(out, events[i], layouts[i])
+    _stage(out, [events[i] for i in newest.values()], [layouts[i] for i in newest.values()])
     out.superseded = considered - len(newest)
     return out
-
-
-def _reordered(keys: dict[str, Any], order: tuple[str, ...]) -> tuple[Any, ...]:
-    if keys.keys() != set(order):
-        return (tuple(keys), tuple(keys.values()))  # another key: kept apart, fails validation
-    return tuple(keys[name] for name in order)
 
 
 def _delete_layout(event: ChangeEvent) -> Layout:
     return Layout(columns=(*event.key, q.VERSION, q.DELETE_FLAG), is_delete=True)
 
 
-def _stage(out: Collapsed, event: ChangeEvent, layout: Layout | None) -> None:
-    assert layout is not None
-    out.rows.setdefault(layout, []).append(layout.values(event))
-    if layout.is_delete:
-        out.deletes += 1
-    else:
-        out.upserts += 1
+def _stage(out: Collapsed, survivors: list[ChangeEvent], layouts: list[Layout | None]) -> None:
+    by_layout: dict[Layout, list[ChangeEvent]] = {}
+    for event, layout in zip(survivors, layouts, strict=True):
+        if layout is not None:
+            by_layout.setdefault(layout, []).append(event)
+    for layout, events in by_layout.items():
+        out.rows[layout] = layout.rows(events)
+        if layout.is_delete:
+            out.deletes += len(events)
+        else:
+            out.upserts += len(events)
 
 
 def _check_key(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> None:

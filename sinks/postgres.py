@@ -208,7 +208,7 @@ class PostgresSink:
             layouts: list[Layout | None] = [None] * len(events)
         else:
             layouts = self._layouts(conn, info, key, events, plans)
-        batch = collapse(events, layouts)
+        batch = collapse(events, layouts, key)
         for event, error in batch.failed:
             plans.fail(event, error)
         if not batch.rows and batch.truncate_version is None:
