@@ -81,7 +81,7 @@ class _TargetPlan:
     """One target's share of a batch, ready to apply."""
 
     target: str
-    ref: q.TableRef | None  # None: the table does not exist (a truncate-only batch)
+    ref: q.TableRef | None  # None: no table (a truncate of a table never created)
     batch: Collapsed
     upserts_applied: int = 0
     deletes_applied: int = 0
@@ -125,6 +125,8 @@ class PostgresSink:
             return []
         plans = _Plans()
         by_target = self._group_by_target(batch, plans)
+        if not by_target:
+            return plans.failures
         with self._driver_errors():
             conn = self._connection()
             if time.monotonic() >= self._next_purge:
@@ -197,14 +199,8 @@ class PostgresSink:
         self, conn: psycopg.Connection, target: str, events: list[ChangeEvent], plans: _Plans
     ) -> None:
         data = [event for event in events if event.op is not Op.TRUNCATE]
-        try:
-            info = self._table_for(conn, target, data)
-            key = _conflict_key(info, data)
-        except MappingError as exc:  # the whole target is unusable: every event is poison
-            for event in data:
-                plans.fail(event, exc)
-            info, key = None, ()
-        if info is None:  # truncates only (the table may not even exist)
+        info, key = self._table_and_key(conn, target, data, plans)
+        if info is None or not key:  # truncates only (the table may not even exist)
             layouts: list[Layout | None] = [None] * len(events)
         else:
             layouts = self._layouts(conn, info, key, events, plans)
@@ -216,9 +212,24 @@ class PostgresSink:
         ref = None
         if info is not None:
             info = self._catalog.table(conn, target) or info
-            self._catalog.ensure_tombstones(conn, info, key)
             ref = self._catalog.staging(conn, info, key)
+            if key:
+                self._catalog.ensure_tombstones(conn, info, key)
         plans.plans.append(_TargetPlan(target=target, ref=ref, batch=batch))
+
+    def _table_and_key(
+        self, conn: psycopg.Connection, target: str, data: list[ChangeEvent], plans: _Plans
+    ) -> tuple[TableInfo | None, tuple[str, ...]]:
+        """The target table (created if needed) and its conflict key; () if none is usable,
+        and then every event of ``data`` has failed."""
+        info = None
+        try:
+            info = self._table_for(conn, target, data)
+            return info, _conflict_key(info, data)
+        except MappingError as exc:  # the whole target is unusable: every event is poison
+            for event in data:
+                plans.fail(event, exc)
+            return info, ()
 
     def _table_for(
         self, conn: psycopg.Connection, target: str, data: list[ChangeEvent]
@@ -334,7 +345,8 @@ class PostgresSink:
             cur.execute(q.delete_rows_up_to(ref), (version,))
         else:
             cur.execute(q.truncate_table(ref))
-        cur.execute(q.delete_rows_up_to(ref, tombstones=True), (version,))
+        if ref.key:  # without a key there is no tombstone table
+            cur.execute(q.delete_rows_up_to(ref, tombstones=True), (version,))
 
     def _count(self, plans: list[_TargetPlan]) -> None:
         for plan in plans:
@@ -350,13 +362,15 @@ class PostgresSink:
 
 def _conflict_key(info: TableInfo | None, data: list[ChangeEvent]) -> tuple[str, ...]:
     """The unique key the batch's events are matched on: the one their key columns form."""
-    if info is None or not data:
+    if info is None:
         return ()
-    key = info.key_for(data[0].key)
+    key = info.key_for(data[0].key) if data else None
     if key is not None:
         return key
     if info.unique_keys:
         return info.unique_keys[0]  # the events whose key differs fail one by one
+    if not data:
+        return ()  # truncates only
     raise MappingError(f"table {info.name} has no primary key or unique index to upsert on")
 
 

@@ -429,6 +429,21 @@ def test_truncate_of_a_table_never_seen_is_remembered(
     assert table_rows(admin, schema, "t") == [{"id": 2, "v": "new"}]
 
 
+def test_a_truncate_alone_reaching_a_freshly_started_sink_clears_the_table(
+    sink: PostgresSink, admin: psycopg.Connection, schema: str, make_settings: SettingsFactory
+) -> None:
+    sink.write([upsert("t", {"id": 1}, {"v": "a"}, 1), delete("t", {"id": 2}, 2)])
+    restarted = PostgresSink(make_settings(schema=schema))
+    restarted.open()
+    try:
+        assert restarted.write([truncate("t", 5)]) == []
+        assert restarted.write([upsert("t", {"id": 1}, {"v": "a"}, 1)]) == []
+    finally:
+        restarted.close()
+    assert table_rows(admin, schema, "t") == []
+    assert table_rows(admin, schema, "t__fanout_tombstones") == []
+
+
 def test_tombstones_older_than_the_retention_are_purged_on_open(
     sink: PostgresSink, admin: psycopg.Connection, schema: str, make_settings: SettingsFactory
 ) -> None:
@@ -652,6 +667,17 @@ def test_an_existing_table_without_the_key_columns_fails_its_events(
     )
     failures = sink.write([upsert("odd", {"id": 1}, {"v": 1}, 1)])
     assert len(failures) == 1 and isinstance(failures[0].error, MappingError)
+
+
+def test_an_existing_table_without_a_unique_key_is_still_truncated(
+    sink: PostgresSink, admin: psycopg.Connection, schema: str
+) -> None:
+    table = sql.Identifier(schema, "heap")
+    admin.execute(sql.SQL("CREATE TABLE {} (id integer, v text)").format(table))
+    admin.execute(sql.SQL("INSERT INTO {} VALUES (1, 'x')").format(table))
+    failures = sink.write([upsert("heap", {"id": 2}, {"v": "y"}, 1), truncate("heap", 2)])
+    assert len(failures) == 1 and "no primary key or unique index" in str(failures[0].error)
+    assert table_rows(admin, schema, "heap") == []
 
 
 # --- failures of the store -------------------------------------------------------------------
