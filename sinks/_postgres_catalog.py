@@ -89,7 +89,10 @@ class Catalog:
         self._staging.clear()
 
     def setup(self, conn: psycopg.Connection) -> None:
-        run_ddl(conn, q.create_schema(self.schema))
+        # CREATE SCHEMA checks the database privilege even when the schema exists: a role
+        # given only a pre-made schema must not need it.
+        if conn.execute(q.FIND_SCHEMA, (self.schema,)).fetchone() is None:
+            run_ddl(conn, q.create_schema(self.schema))
         run_ddl(conn, q.create_truncations(self.schema))
 
     def table(self, conn: psycopg.Connection, name: str) -> TableInfo | None:

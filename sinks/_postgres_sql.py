@@ -136,6 +136,8 @@ def drop_staging(staging: str) -> sql.Composed:
 
 # --- catalog ---------------------------------------------------------------------------------
 
+FIND_SCHEMA = sql.SQL("SELECT 1 FROM pg_namespace WHERE nspname = %s")
+
 FIND_TABLE = sql.SQL(
     "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')"
