@@ -14,7 +14,6 @@ from json import dumps as json_text
 from typing import Any, NamedTuple
 
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op
@@ -35,7 +34,6 @@ class Layout:
     take: tuple[int, ...] | None = None  # positions of row values to stage; None = all
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
     json: tuple[int, ...] = ()  # staged positions sent as JSON text
-    json_arrays: tuple[int, ...] = ()  # staged positions holding lists of jsonb
 
     def rows(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
         """The staged rows for ``events`` (all of this layout), matching :attr:`columns`."""
@@ -45,7 +43,7 @@ class Layout:
             rows = [[*(event.row or {}).values(), event.version] for event in events]
         else:
             rows = [self._picked(event) for event in events]
-        if self.json or self.json_arrays:
+        if self.json:
             for row in rows:
                 self._encode_json(row)
         return rows
@@ -68,9 +66,6 @@ class Layout:
                 # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and
                 # the text dumper skips psycopg's per-value Jsonb wrapper.
                 row[i] = json_text(row[i])
-        for i in self.json_arrays:
-            if row[i] is not None:
-                row[i] = [None if item is None else Jsonb(item) for item in row[i]]
 
 
 @dataclass(slots=True)
@@ -237,7 +232,6 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
     declared = {column.name: column for column in event.columns}
     take: list[int] = []
     json: list[int] = []
-    json_arrays: list[int] = []
     new_columns: list[tuple[str, sql.Composable]] = []
     for position, (name, value) in enumerate(row.items()):
         _raise_name_error(name)
@@ -252,12 +246,10 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
         _check_fit(name, declared.get(name), value, target)
         if target.is_json and (name in declared or not isinstance(value, str)):
             json.append(len(take))
-        elif target.is_json_array:
-            json_arrays.append(len(take))
         take.append(position)
     if new_columns:
         return Resolution(new_columns=new_columns)
-    return Resolution(layout=_upsert_layout(row, event, take, json, json_arrays))
+    return Resolution(layout=_upsert_layout(row, event, take, json))
 
 
 def _upsert_layout(
@@ -265,7 +257,6 @@ def _upsert_layout(
     event: ChangeEvent,
     take: list[int],
     json: list[int],
-    json_arrays: list[int],
 ) -> Layout:
     names = list(row)
     staged = [names[i] for i in take]
@@ -275,7 +266,6 @@ def _upsert_layout(
         take=None if len(take) == len(names) else tuple(take),
         extra_key=extra_key,
         json=tuple(json),
-        json_arrays=tuple(json_arrays),
     )
 
 

@@ -90,10 +90,6 @@ class PgColumn:
     def is_json(self) -> bool:
         return self.base in _JSON and not self.is_array
 
-    @property
-    def is_json_array(self) -> bool:
-        return self.base in _JSON and self.is_array
-
 
 def check_identifier(name: str, what: str) -> str:
     """Return ``name`` if PostgreSQL can hold it unchanged, else raise MappingError."""
@@ -153,7 +149,9 @@ def _array_fits(column: Column, target: PgColumn, table: dict[str, frozenset[str
     items = _array_items(column)
     if items is None:
         return target.is_json
-    return target.is_array and target.base in table.get(items.type, frozenset())
+    # Arrays of json/jsonb are not written: an element would need its own JSON encoding.
+    fitting = table.get(items.type, frozenset()) - _JSON
+    return target.is_array and target.base in fitting
 
 
 def _numeric_type(column: Column) -> str:

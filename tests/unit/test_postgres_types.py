@@ -106,6 +106,8 @@ def test_array_fit_looks_at_the_items() -> None:
     assert not fits(ints, pg("text", is_array=True), inferred=False)
     assert not fits(ints, pg("int8"), inferred=False)
     assert describe(ints) == "array<int32>"
+    strings = Column("c", "array", parameters=(("items", "string"),))
+    assert not fits(strings, pg("jsonb", is_array=True), inferred=True)  # jsonb[] is not written
 
 
 @pytest.mark.parametrize("name", ["", "a" * 64, "é" * 32, "nul\x00"])
