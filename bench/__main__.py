@@ -1,0 +1,44 @@
+"""``python -m bench run``: the whole benchmark on the local stack, results in bench/results/.
+
+``python -m bench profile --sink NAME``: py-spy profile of one sink draining a fresh stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bench import runner
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="generate, produce once, measure, write results")
+    run.add_argument("--events", type=int, default=1_000_000, help="change events to produce")
+    run.add_argument("--keys", type=int, default=100_000, help="distinct keys over all tables")
+    run.add_argument("--runs", type=int, default=3, help="runs of each configuration (>= 3)")
+    run.add_argument("--seed", type=int, default=42)
+    run.add_argument(
+        "--only",
+        default=",".join(runner.CONFIGS),
+        help=f"comma-separated subset of {','.join(runner.CONFIGS)}",
+    )
+    run.add_argument("--latency-rate", type=int, default=2000, help="events/s of the steady run")
+    run.add_argument("--latency-seconds", type=int, default=60)
+    run.add_argument("--out", default=None, help="results name (default: the date)")
+    profile = commands.add_parser("profile", help="py-spy record one sink while it drains")
+    profile.add_argument(
+        "--sink", required=True, choices=("postgres", "elasticsearch", "clickhouse")
+    )
+    profile.add_argument("--events", type=int, default=100_000)
+    profile.add_argument("--keys", type=int, default=100_000)
+    profile.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return runner.run(args, " ".join(["python -m bench", *(argv or sys.argv[1:])]))
+    return runner.profile(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

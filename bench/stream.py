@@ -1,0 +1,121 @@
+"""The benchmark's stream: realistic Debezium records, produced once, and their final rows."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bench import env
+from tests.support.debezium import (
+    ALL_TABLES,
+    Message,
+    TableSpec,
+    expected_state,
+    generate_stream,
+    produce_stream,
+)
+from tests.support.pipeline import create_topic
+
+PARTITIONS = 6
+TABLES: tuple[TableSpec, ...] = ALL_TABLES  # 6 to 30 columns of mixed types
+
+
+@dataclass
+class Stream:
+    topic: str
+    events: int  # change events (inserts, updates, deletes)
+    records: int  # Kafka records: the events plus a tombstone after each delete
+    ends: dict[int, int]  # partition -> end offset
+    final: dict[str, dict[tuple[Any, ...], dict[str, Any]]]  # table -> key -> newest row
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def generate(events: int, keys: int, seed: int) -> list[Message]:
+    """``keys`` distinct keys in all, spread evenly over the tables."""
+    per_table = max(1, keys // len(TABLES))
+    messages = generate_stream(events, n_keys=per_table, tables=TABLES, seed=seed)
+    return [_with_filled_before(m) if m.event.kind == "delete" else m for m in messages]
+
+
+# What Debezium's Postgres connector puts in the NOT NULL non-key columns of a delete's
+# before-image under REPLICA IDENTITY DEFAULT. The generator leaves them null, which Kafka
+# Connect's JsonConverter rejects ("Invalid null value for required STRING field"), so the peer
+# could not read the stream at all.
+_REQUIRED_DEFAULTS = {"string": "", "bytes": "AA==", "boolean": False, "double": 0.0}
+
+
+def _with_filled_before(message: Message) -> Message:
+    if message.value is None:
+        return message
+    record = json.loads(message.value)
+    before = record["payload"].get("before")
+    fields = next(f for f in record["schema"]["fields"] if f["field"] == "before")["fields"]
+    if before is None:
+        return message
+    for spec in fields:
+        if before.get(spec["field"]) is None and not spec.get("optional", False):
+            before[spec["field"]] = _REQUIRED_DEFAULTS.get(spec["type"], 0)
+    return replace(message, value=json.dumps(record, separators=(",", ":")).encode())
+
+
+def describe(messages: list[Message]) -> dict[str, Any]:
+    values = [len(m.value) for m in messages if m.value is not None]
+    kinds = Counter(m.event.kind for m in messages if m.value is not None)
+    return {
+        "records": len(messages),
+        "events": len(values),
+        "mix": {kind: round(count / len(values), 3) for kind, count in sorted(kinds.items())},
+        "avg_value_bytes": round(sum(values) / len(values)),
+        "avg_payload_bytes": round(_avg_payload(messages)),
+        "tables": {spec.table: len(spec.columns) for spec in TABLES},
+    }
+
+
+def _avg_payload(messages: list[Message]) -> float:
+    """Value size without the inline Connect schema (what ``schemas.enable=false`` would send)."""
+    sample = [m for m in messages[:2000] if m.value is not None]
+    total = 0
+    for message in sample:
+        text = message.value.decode() if message.value else ""
+        start = text.find('"payload":')
+        total += len(text) - start if start >= 0 else len(text)
+    return total / max(1, len(sample))
+
+
+def produce_once(topic: str, messages: list[Message]) -> Stream:
+    create_topic(topic, partitions=PARTITIONS)
+    started = time.monotonic()
+    produce_stream(topic, messages)
+    produce_s = time.monotonic() - started
+    facts = describe(messages)
+    facts["produce_s"] = round(produce_s, 2)
+    final = expected_state(messages)
+    return Stream(
+        topic=topic,
+        events=facts["events"],
+        records=facts["records"],
+        ends=end_offsets(topic),
+        final=final,
+        facts=facts,
+    )
+
+
+def end_offsets(topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": env.bootstrap(), "group.id": "bench-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def spec_of(table: str) -> TableSpec:
+    return next(spec for spec in TABLES if spec.name == table)
