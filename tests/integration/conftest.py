@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import clickhouse_connect
@@ -20,6 +21,9 @@ import pytest
 from clickhouse_connect.driver.client import Client as ClickHouseClient
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
+
+from tests.integration.runtime_support import Pipeline, new_pipeline
+from tests.support.pipeline import create_topic
 
 START_HINT = "start the local stack with `scripts/devstack up` (see docs/DEVSTACK.md)"
 
@@ -119,3 +123,20 @@ def clickhouse(endpoints: Endpoints) -> Iterator[ClickHouseClient]:
         _unreachable("ClickHouse (chDB endpoint)", where, exc)
     yield client
     client.close()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Any]]:
+    """Worker processes a test starts; stopped (SIGTERM, then SIGKILL) when it ends."""
+    started: list[Any] = []
+    yield started
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def pipeline(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> Pipeline:
+    """A private topic (6 partitions), group prefix and PostgreSQL schema for one test."""
+    line = new_pipeline(pg_conninfo, tmp_path)
+    create_topic(line.topic, partitions=6)
+    return line

@@ -11,7 +11,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tests.support.debezium import DEFAULT_TABLES, Message, TableSpec, expected_state
+from tests.support.debezium import (
+    DEFAULT_TABLES,
+    Message,
+    TableSpec,
+    expected_state,
+    generate_stream,
+)
 from tests.support.pipeline import WorkerProcess, unique
 
 
@@ -131,3 +137,7 @@ def diff(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> str:
                 f"extra {extra}, wrong {[(k, got[k], want[k]) for k in wrong]}"
             )
     return "\n".join(lines) or "no difference"
+
+
+def stream(n_events: int, n_keys: int = 200, seed: int = 1) -> list[Message]:
+    return list(generate_stream(n_events, n_keys=n_keys, seed=seed))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import signal
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 from confluent_kafka import Producer
 
 from fanout.backfill import parse_mark
@@ -20,30 +18,11 @@ from tests.integration.runtime_support import (
     Pipeline,
     all_tables_state,
     diff,
-    new_pipeline,
     oracle,
+    stream,
 )
-from tests.support.debezium import CUSTOMERS, Message, generate_stream, produce_stream
-from tests.support.pipeline import bootstrap, create_topic, wait_caught_up, wait_for
-
-
-@pytest.fixture
-def pipeline(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> Pipeline:
-    line = new_pipeline(pg_conninfo, tmp_path)
-    create_topic(line.topic, partitions=6)
-    return line
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-def stream(n_events: int, n_keys: int = 200, seed: int = 1) -> list[Message]:
-    return list(generate_stream(n_events, n_keys=n_keys, seed=seed))
+from tests.support.debezium import CUSTOMERS, Message, produce_stream
+from tests.support.pipeline import bootstrap, wait_caught_up, wait_for
 
 
 def into_schema(line: Pipeline, schema: str, **batch: int) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +77,6 @@ def line(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> P
     pipeline = new_pipeline(pg_conninfo, tmp_path)
     create_topic(pipeline.topic, partitions=4)
     return pipeline
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def test_lag_of_a_stopped_group_part_way_matches_kafka(line: Pipeline, tmp_path: Path) -> None:

@@ -6,8 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,39 +15,19 @@ from tests.integration.runtime_support import (
     Pipeline,
     all_tables_state,
     diff,
-    new_pipeline,
     oracle,
+    stream,
 )
-from tests.support.debezium import Message, generate_stream, produce_stream
+from tests.support.debezium import Message, produce_stream
 from tests.support.pipeline import (
     REPO,
     committed_offsets,
-    create_topic,
     end_offsets,
     produce,
     read_topic,
     wait_caught_up,
     wait_for,
 )
-
-
-@pytest.fixture
-def pipeline(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) -> Pipeline:
-    line = new_pipeline(pg_conninfo, tmp_path)
-    create_topic(line.topic, partitions=6)
-    return line
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Any]]:
-    started: list[Any] = []
-    yield started
-    for worker in started:
-        worker.stop()
-
-
-def stream(n_events: int, n_keys: int = 200, seed: int = 1) -> list[Message]:
-    return list(generate_stream(n_events, n_keys=n_keys, seed=seed))
 
 
 def assert_converged(pg: psycopg.Connection[Any], line: Pipeline, messages: list[Message]) -> None:
