@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from typing import Any
 
 import psycopg
@@ -21,6 +24,7 @@ from tests.integration.runtime_support import (
 from tests.support.debezium import Message, produce_stream
 from tests.support.pipeline import (
     REPO,
+    WorkerProcess,
     committed_offsets,
     end_offsets,
     produce,
@@ -233,3 +237,61 @@ def devstack(*args: str) -> None:
     subprocess.run(
         [sys.executable, str(REPO / "scripts" / "devstack"), *args], check=True, timeout=180
     )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_health_and_readiness_tell_what_the_worker_does(
+    pipeline: Pipeline, workers: list[Any]
+) -> None:
+    messages = stream(3000)
+    produce_stream(pipeline.topic, messages)
+    port = _free_port()
+    config = pipeline.config()
+    config["metrics"] = {"port": port}
+    worker = WorkerProcess("postgres", config, pipeline.workdir).start()
+    workers.append(worker)
+    wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, "/readyz to answer 200")
+    assert _get(port, "/healthz")[0] == 200
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    status, text = _get(port, "/metrics")
+    assert status == 200
+    assert _metric(text, "fanout_events_consumed_total", sink="postgres") == len(messages)
+    assert _metric(text, "fanout_events_written_total", sink="postgres", op="delete") > 0
+    assert _metric(text, "fanout_end_to_end_latency_seconds_count", sink="postgres") == len(
+        messages
+    )
+    wait_for(lambda: "fanout_consumer_lag{" in _get(port, "/metrics")[1], 30, "lag to be reported")
+    devstack("down", "postgres")
+    try:
+        produce_stream(pipeline.topic, stream(200, seed=2))
+        wait_for(lambda: _get(port, "/readyz")[0] == 503, 60, "/readyz to report 503")
+        body = _get(port, "/readyz")[1]
+        assert json.loads(body)["sinks"]["postgres"]["sink_up"] is False
+        assert _get(port, "/healthz")[0] == 200  # down sink: not ready, but alive
+    finally:
+        devstack("up", "postgres")
+    wait_for(lambda: _get(port, "/readyz")[0] == 200, 120, "/readyz to recover")
