@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -295,3 +296,16 @@ def test_metrics_health_and_readiness_tell_what_the_worker_does(
     finally:
         devstack("up", "postgres")
     wait_for(lambda: _get(port, "/readyz")[0] == 200, 120, "/readyz to recover")
+
+
+def test_topics_can_be_subscribed_by_regex(
+    pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
+) -> None:
+    messages = stream(1500, seed=4)
+    produce_stream(pipeline.topic, messages)
+    config = pipeline.config()
+    config["kafka"]["topics"] = []
+    config["kafka"]["topic_pattern"] = re.escape(pipeline.prefix) + r"\.c.c$"
+    workers.append(WorkerProcess("postgres", config, pipeline.workdir).start())
+    wait_caught_up(pipeline.group, [pipeline.topic])
+    assert_converged(pg, pipeline, messages)
