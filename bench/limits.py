@@ -47,8 +47,11 @@ def raw_consume(stream: Stream) -> float:
     started = time.monotonic()
     consumer.assign([TopicPartition(stream.topic, p, OFFSET_BEGINNING) for p in stream.ends])
     seen = 0
+    deadline = started + 1800
     try:
         while seen < stream.records:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"raw consume read {seen} of {stream.records} records")
             for message in consumer.consume(1000, timeout=1.0):
                 if message.error() is not None:
                     continue

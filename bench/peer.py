@@ -85,8 +85,8 @@ def _sink_properties(name: str, topic: str, run: str) -> str:
 
 
 def _start_at_beginning(group: str, stream: Stream) -> None:
-    """Commit offset 0 for the connector's group: seen here, the worker sometimes started at
-    the end of the topic despite ``auto.offset.reset=earliest``."""
+    """Commit offset 0 for the connector's group, so it reads the whole topic whatever the
+    worker's reset policy (and fails loudly if the log start ever moved)."""
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(stream.topic, p, 0) for p in stream.ends]
     )

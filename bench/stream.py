@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench import env
 from tests.support.debezium import (
@@ -17,7 +17,6 @@ from tests.support.debezium import (
     TableSpec,
     expected_state,
     generate_stream,
-    produce_stream,
 )
 from tests.support.pipeline import create_topic
 
@@ -90,7 +89,7 @@ def _avg_payload(messages: list[Message]) -> float:
 def produce_once(topic: str, messages: list[Message]) -> Stream:
     create_topic(topic, partitions=PARTITIONS)
     started = time.monotonic()
-    produce_stream(topic, messages)
+    _produce_now(topic, messages)
     produce_s = time.monotonic() - started
     facts = describe(messages)
     facts["produce_s"] = round(produce_s, 2)
@@ -103,6 +102,36 @@ def produce_once(topic: str, messages: list[Message]) -> Stream:
         final=final,
         facts=facts,
     )
+
+
+def _produce_now(topic: str, messages: list[Message]) -> None:
+    """Produce in order with the current time as the Kafka timestamp.
+
+    Not the generator's own timestamps (2024): the broker's time-based retention (7 days)
+    deletes segments whose newest timestamp is older than that at its next check, minutes into
+    the run, and every later consumer then finds nothing to read.
+    """
+    producer = Producer(
+        {
+            "bootstrap.servers": env.bootstrap(),
+            "partitioner": "murmur2_random",  # as Kafka Connect keys records
+            "linger.ms": 50,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_097_151,
+            "enable.idempotence": True,
+        }
+    )
+    for message in messages:
+        while True:
+            try:
+                producer.produce(topic, key=message.key, value=message.value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(120):
+        raise RuntimeError(f"not every record was delivered to {topic}")
 
 
 def end_offsets(topic: str) -> dict[int, int]:
