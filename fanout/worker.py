@@ -42,6 +42,13 @@ _BENIGN_COMMIT_ERRORS = {
     KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.ILLEGAL_GENERATION,
     KafkaError.UNKNOWN_MEMBER_ID,
+    # The group coordinator moving or still loading: the next commit will do.
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
 }
 
 
@@ -285,9 +292,12 @@ class SinkWorker:
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            if exc.args[0].code() not in _BENIGN_COMMIT_ERRORS:
+            error = exc.args[0]
+            # A skipped commit is safe: the next batch's offsets cover these records too, and a
+            # crash before then re-delivers them (idempotent writes).
+            if error.code() not in _BENIGN_COMMIT_ERRORS and not error.retriable():
                 raise
-            log.warning("commit skipped: %s", exc.args[0].str(), extra={"sink": self.sink_name})
+            log.warning("commit skipped: %s", error.str(), extra={"sink": self.sink_name})
             return
         if self._options.after_commit is not None and self._options.after_commit(offsets):
             self._stop.set()

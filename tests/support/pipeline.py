@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +79,16 @@ def produce(topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) ->
 
 
 def end_offsets(topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    names = list(topics)
+    return _when_settled(lambda: _end_offsets(names))
+
+
+def committed_offsets(group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    names = list(topics)
+    return _when_settled(lambda: _committed_offsets(group, names))
+
+
+def _end_offsets(topics: Iterable[str]) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": bootstrap(), "group.id": unique("probe")})
     try:
         ends: dict[tuple[str, int], int] = {}
@@ -94,7 +104,7 @@ def end_offsets(topics: Iterable[str]) -> dict[tuple[str, int], int]:
         consumer.close()
 
 
-def committed_offsets(group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+def _committed_offsets(group: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     consumer = Consumer({"bootstrap.servers": bootstrap(), "group.id": group})
     try:
         partitions = [
@@ -107,6 +117,30 @@ def committed_offsets(group: str, topics: Iterable[str]) -> dict[tuple[str, int]
         }
     finally:
         consumer.close()
+
+
+_SETTLING = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
+
+
+def _when_settled(ask: Callable[[], T], timeout_s: float = 30) -> T:
+    """``ask()``, asked again while the broker is still settling (a coordinator moving or
+    loading just after start), up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return ask()
+        except KafkaException as exc:
+            error = exc.args[0]
+            settling = error.retriable() or error.code() in _SETTLING
+            if not settling or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)  # polling interval of a deadline-bounded retry
 
 
 def caught_up(group: str, topics: list[str]) -> bool:
