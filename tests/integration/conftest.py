@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import clickhouse_connect
 import psycopg
@@ -24,6 +25,7 @@ from elasticsearch import Elasticsearch
 
 from tests.integration.runtime_support import Pipeline, new_pipeline
 from tests.support.pipeline import create_topic
+from tests.support.tcp_proxy import TcpProxy
 
 START_HINT = "start the local stack with `scripts/devstack up` (see docs/DEVSTACK.md)"
 
@@ -140,3 +142,13 @@ def pipeline(pg_conninfo: dict[str, Any], kafka_bootstrap: str, tmp_path: Path) 
     line = new_pipeline(pg_conninfo, tmp_path)
     create_topic(line.topic, partitions=6)
     return line
+
+
+@pytest.fixture
+def proxy(endpoints: Endpoints) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of Elasticsearch: cut or mute it to take the store away."""
+    url = urlsplit(endpoints.es_hosts[0])
+    proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 9200))
+    proxy.up()
+    yield proxy
+    proxy.down()

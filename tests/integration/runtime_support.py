@@ -17,8 +17,9 @@ from tests.support.debezium import (
     TableSpec,
     expected_state,
     generate_stream,
+    produce_stream,
 )
-from tests.support.pipeline import WorkerProcess, unique
+from tests.support.pipeline import WorkerProcess, unique, wait_caught_up
 
 
 @dataclass
@@ -62,6 +63,14 @@ class Pipeline:
 
     def worker(self, **batch: int) -> WorkerProcess:
         return WorkerProcess("postgres", self.config(**batch), self.workdir).start()
+
+    def drain(self, messages: list[Message], workers: list[Any]) -> WorkerProcess:
+        """Produce ``messages``, start a worker (tracked in ``workers``), wait until caught up."""
+        produce_stream(self.topic, messages)
+        worker = self.worker()
+        workers.append(worker)
+        wait_caught_up(self.group, [self.topic])
+        return worker
 
 
 def new_pipeline(pg: Mapping[str, Any], workdir: Path) -> Pipeline:

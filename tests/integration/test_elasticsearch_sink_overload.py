@@ -21,7 +21,6 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from elasticsearch import Elasticsearch, helpers
@@ -31,7 +30,6 @@ from fanout.events import ChangeEvent, Op, Origin
 from fanout.metrics import EVENTS_WRITTEN
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch import ElasticsearchSink
-from tests.integration.conftest import Endpoints
 from tests.support.pipeline import unique, wait_for
 from tests.support.tcp_proxy import TcpProxy
 
@@ -49,15 +47,6 @@ def change(key: int, version: int, op: Op = Op.UPSERT, offset: int = 0) -> Chang
 def searched(es: Elasticsearch, alias: str) -> dict[str, dict[str, Any]]:
     es.indices.refresh(index=alias)
     return {hit["_id"]: hit["_source"] for hit in helpers.scan(es, index=alias, size=2000)}
-
-
-@pytest.fixture
-def proxy(endpoints: Endpoints) -> Iterator[TcpProxy]:
-    url = urlsplit(endpoints.es_hosts[0])
-    proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 9200))
-    proxy.up()
-    yield proxy
-    proxy.down()
 
 
 @pytest.fixture

@@ -48,9 +48,7 @@ def test_backfill_into_an_empty_schema_equals_the_live_sink(
     pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
 ) -> None:
     messages = stream(4000)
-    produce_stream(pipeline.topic, messages)
-    workers.append(pipeline.worker())
-    wait_caught_up(pipeline.group, [pipeline.topic])
+    pipeline.drain(messages, workers)
 
     schema = new_schema()
     result = fanout(into_schema(pipeline, schema), "backfill", "--sink", "postgres", "--json")

@@ -7,13 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
 from sinks._es_documents import json_document
-from tests.integration.conftest import Endpoints
 from tests.support.debezium import (
     DEFAULT_TABLES,
     Message,
@@ -23,15 +21,6 @@ from tests.support.debezium import (
 )
 from tests.support.pipeline import WorkerProcess, create_topic, read_topic, unique, wait_caught_up
 from tests.support.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def proxy(endpoints: Endpoints) -> Iterator[TcpProxy]:
-    url = urlsplit(endpoints.es_hosts[0])
-    proxy = TcpProxy((url.hostname or "127.0.0.1", url.port or 9200))
-    proxy.up()
-    yield proxy
-    proxy.down()
 
 
 @pytest.fixture

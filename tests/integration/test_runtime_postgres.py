@@ -45,9 +45,7 @@ def test_final_state_is_the_newest_event_per_key(
     pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
 ) -> None:
     messages = stream(4000)
-    produce_stream(pipeline.topic, messages)
-    workers.append(pipeline.worker())
-    wait_caught_up(pipeline.group, [pipeline.topic])
+    pipeline.drain(messages, workers)
     assert_converged(pg, pipeline, messages)
     assert read_topic(pipeline.dlq_topic, timeout_s=2, expect=0) == []
 
@@ -56,9 +54,7 @@ def test_duplicates_and_older_batches_delivered_again_change_nothing(
     pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
 ) -> None:
     messages = stream(3000)
-    produce_stream(pipeline.topic, messages)
-    workers.append(pipeline.worker())
-    wait_caught_up(pipeline.group, [pipeline.topic])
+    pipeline.drain(messages, workers)
     # The whole stream again, then its first half once more: older than what the sink holds.
     produce_stream(pipeline.topic, messages)
     produce_stream(pipeline.topic, messages[: len(messages) // 2])
