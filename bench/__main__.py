@@ -22,7 +22,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--only",
         default=",".join(runner.CONFIGS),
-        help=f"comma-separated subset of {','.join(runner.CONFIGS)}",
+        help=f"comma-separated subset of {','.join(runner.CONFIGS)}: raw consume, direct loads, "
+        "each sink alone, all3 = all three sinks at once in three processes (production), "
+        "all = all three in one process, snapshot = each sink alone on the final rows as a "
+        "Debezium snapshot (op r), connect = Kafka Connect peer, latency = steady rate",
+    )
+    run.add_argument(
+        "--variant",
+        action="append",
+        metavar="NAME:PATH=VALUE[;PATH=VALUE]",
+        help="also measure the fanout configurations (sinks, all3, all, snapshot, latency) with "
+        "these worker settings, interleaved with the defaults in every round; PATH is dotted "
+        "(sinks.*.batch.max_wait_ms, kafka.prefetch_kbytes, kafka.extra.fetch.max.bytes), "
+        "VALUE is JSON; repeatable",
     )
     run.add_argument("--latency-rate", type=int, default=2000, help="events/s of the steady run")
     run.add_argument("--latency-seconds", type=int, default=60)

@@ -1,13 +1,15 @@
-"""Draining the topic with ``fanout run``: one sink alone, or every sink in one process.
+"""Draining the topic with ``fanout run``: one sink alone, every sink in one process, or every
+sink in its own process at the same time (the production layout: one Deployment per sink).
 
 Each configuration gets fresh consumer groups and fresh target names (PostgreSQL schema,
 Elasticsearch index prefix, ClickHouse table prefix), so nothing is left from a previous one.
-The worker runs with the product's default batch settings.
+The worker runs with the product's defaults unless a variant overrides settings (``--variant``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,19 @@ def names(run: str) -> dict[str, str]:
     }
 
 
-def worker_config(topic: str, run: str, sinks: tuple[str, ...], port: int = 0) -> dict[str, Any]:
+Overrides = dict[str, Any]  # dotted settings path -> value, see apply_overrides
+
+
+def worker_config(
+    topic: str, run: str, sinks: tuple[str, ...], port: int = 0, overrides: Overrides | None = None
+) -> dict[str, Any]:
     n = names(run)
     section: dict[str, dict[str, Any]] = {
         "postgres": {"schema": n["schema"]},
         "elasticsearch": {"index_prefix": n["index_prefix"]},
         "clickhouse": {"mode": "server", "routing": {"target_format": n["ch_prefix"] + "{table}"}},
     }
-    return {
+    config: dict[str, Any] = {
         "kafka": {
             "topics": [topic],
             "group_prefix": n["prefix"],
@@ -52,13 +59,44 @@ def worker_config(topic: str, run: str, sinks: tuple[str, ...], port: int = 0) -
         "logging": {"format": "text", "level": "WARNING"},
         "sinks": {name: {"enabled": True, **section[name]} for name in sinks},
     }
+    return apply_overrides(config, overrides or {})
 
 
-def drain(stream: Stream, sinks: tuple[str, ...]) -> tuple[Drain, dict[str, bool]]:
+def apply_overrides(config: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """Set dotted paths in the worker's YAML config: ``sinks.*.batch.max_wait_ms`` sets it for
+    every enabled sink; after ``kafka.extra.`` the rest is one librdkafka key."""
+    for path, value in overrides.items():
+        if path.startswith("kafka.extra."):
+            config["kafka"].setdefault("extra", {})[path.removeprefix("kafka.extra.")] = value
+            continue
+        head, _, rest = path.partition(".*.")
+        if rest:
+            for section in _at(config, head).values():
+                _set(section, rest, value)
+        else:
+            _set(config, path, value)
+    return config
+
+
+def _at(config: dict[str, Any], path: str) -> dict[str, Any]:
+    node = config
+    for part in path.split("."):
+        node = node.setdefault(part, {})
+    return node
+
+
+def _set(config: dict[str, Any], path: str, value: Any) -> None:
+    parent, _, leaf = path.rpartition(".")
+    (_at(config, parent) if parent else config)[leaf] = value
+
+
+def drain(
+    stream: Stream, sinks: tuple[str, ...], overrides: Overrides | None = None
+) -> tuple[Drain, dict[str, bool]]:
     """Start ``fanout run`` with ``sinks`` enabled and wait until every sink's group is at lag 0."""
     env.apply_devstack_defaults()
     run = env.new_id()
-    config = worker_config(stream.topic, run, sinks)
+    config = worker_config(stream.topic, run, sinks, overrides=overrides)
     worker = WorkerProcess(sinks[0] if len(sinks) == 1 else None, config, WORKDIR)
     watcher = LagWatcher(env.bootstrap(), stream.topic, stream.ends)
     started = time.monotonic()
@@ -79,6 +117,50 @@ def drain(stream: Stream, sinks: tuple[str, ...]) -> tuple[Drain, dict[str, bool
     finally:
         worker.stop()
     return Drain(seconds, first, rss, cpu, watcher.errors), converged(stream, run, sinks)
+
+
+def drain_separately(
+    stream: Stream, sinks: tuple[str, ...], overrides: Overrides | None = None
+) -> tuple[Drain, dict[str, bool]]:
+    """``fanout run --sink X`` for each sink, all started at once, until every group is at lag 0.
+
+    Drain and first-commit times are the slowest sink's; CPU seconds are summed; peak RSS is the
+    highest single process's, ``peak_rss_sum_mib`` the sum of each process's peak.
+    """
+    env.apply_devstack_defaults()
+    run = env.new_id()
+    config = worker_config(stream.topic, run, sinks, overrides=overrides)
+    workers = [WorkerProcess(sink, config, WORKDIR) for sink in sinks]
+    watcher = LagWatcher(env.bootstrap(), stream.topic, stream.ends)
+    started = time.monotonic()
+    samplers = [TreeSampler(_pid(worker.start())).start() for worker in workers]
+    try:
+        first, seconds = 0.0, 0.0
+        for sink, worker in zip(sinks, workers, strict=True):
+            f, s = watcher.wait_drained(
+                f"{names(run)['prefix']}-{sink}", started, _alive(worker), DRAIN_TIMEOUT_S
+            )
+            first, seconds = max(first, f), max(seconds, s)
+        used = [sampler.stop() for sampler in samplers]
+    except Exception:
+        for worker in workers:
+            print(worker.log()[-2000:])
+        raise
+    finally:
+        for worker in workers:
+            worker.stop()
+    rss = [r for r, _ in used]
+    drained = Drain(seconds, first, max(rss), sum(c for _, c in used), watcher.errors, sum(rss))
+    return drained, converged(stream, run, sinks)
+
+
+def _alive(worker: WorkerProcess) -> Callable[[], bool]:
+    return lambda: worker.alive
+
+
+def _pid(worker: WorkerProcess) -> int:
+    assert worker.process is not None
+    return worker.process.pid
 
 
 def converged(stream: Stream, run: str, sinks: tuple[str, ...]) -> dict[str, bool]:
@@ -117,4 +199,6 @@ def _ch_counts(run: str, tables: list[str]) -> dict[str, int]:
     ch = env.settings().sinks.clickhouse
     client = clickhouse_connect.get_client(host=ch.host or "127.0.0.1", port=ch.port)
     prefix = names(run)["ch_prefix"]
-    return {t: int(client.command(f"SELECT count() FROM `{prefix}{t}_current`")) for t in tables}
+    return {
+        t: int(str(client.command(f"SELECT count() FROM `{prefix}{t}_current`"))) for t in tables
+    }

@@ -28,7 +28,7 @@ from confluent_kafka import Producer
 from psycopg import sql
 
 from bench import env
-from bench.drains import WORKDIR, names, worker_config
+from bench.drains import WORKDIR, Overrides, names, worker_config
 from bench.probes import LagWatcher, TreeSampler
 from bench.stream import PARTITIONS, TABLES, end_offsets
 from tests.support.debezium import Message
@@ -103,14 +103,16 @@ def _produce(producer: Producer, topic: str, message: Message) -> float:
     return now
 
 
-def measure(messages: list[Message], rate: int, seconds: int) -> dict[str, Any]:
+def measure(
+    messages: list[Message], rate: int, seconds: int, overrides: Overrides | None = None
+) -> dict[str, Any]:
     """One steady-rate run on a fresh topic and schema; ``messages`` must hold enough records."""
     env.apply_devstack_defaults()
     run = env.new_id()
     topic = create_topic(f"bench_latency_{run}", partitions=PARTITIONS)
     port = _free_port()
     worker = WorkerProcess(
-        "postgres", worker_config(topic, run, ("postgres",), port), WORKDIR
+        "postgres", worker_config(topic, run, ("postgres",), port, overrides), WORKDIR
     ).start()
     assert worker.process is not None
     sampler = TreeSampler(worker.process.pid).start()

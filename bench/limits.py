@@ -105,9 +105,9 @@ def postgres_copy(final: Rows) -> float:
         conn.commit()
         started = time.monotonic()
         with conn.cursor() as cursor:
-            for spec, rows in loads:
+            for spec, values in loads:
                 with cursor.copy(_pg_copy(schema, spec)) as copy:
-                    for row in rows:
+                    for row in values:
                         copy.write_row(row)
         conn.commit()
         return time.monotonic() - started

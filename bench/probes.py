@@ -23,6 +23,7 @@ class Drain:
     peak_rss_mib: float
     cpu_s: float  # user + system of the process tree
     disturbed: list[str] = field(default_factory=list)  # Kafka unreachable during the drain
+    peak_rss_sum_mib: float | None = None  # several processes: the sum of each one's peak
 
 
 class LagWatcher:

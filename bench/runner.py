@@ -18,7 +18,20 @@ from typing import Any
 
 from bench import drains, env, latency, limits, machine, peer, report, stream
 
-CONFIGS = ("raw", "direct", "postgres", "elasticsearch", "clickhouse", "all", "connect", "latency")
+CONFIGS = (
+    "raw",
+    "direct",
+    "postgres",
+    "elasticsearch",
+    "clickhouse",
+    "all3",
+    "all",
+    "snapshot",
+    "connect",
+    "latency",
+)
+LIMITS = ("raw", "direct", "connect")  # measured once a round, whatever the variants
+Variants = dict[str, drains.Overrides]  # "" = the product's defaults
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
 PEER_FAILURES: list[str] = []
@@ -45,57 +58,103 @@ def run(args: argparse.Namespace, command: str) -> int:
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; known: {','.join(CONFIGS)}")
     name = args.out or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    variants = parse_variants(args.variant or [])
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "runs": args.runs,
+        "variants": {name or "defaults": o for name, o in variants.items()},
         "machine": machine.facts(),
     }
     started = time.monotonic()
     print(f"generating {args.events} events over {args.keys} keys ...", flush=True)
     messages = stream.generate(args.events, args.keys, args.seed)
     the_stream = stream.produce_once(f"bench_{env.new_id()}.inventory", messages)
+    streams = {"churn": the_stream}
+    if "snapshot" in only:
+        snapshot = stream.snapshot_of(messages)
+        streams["snapshot"] = stream.produce_once(f"{the_stream.topic}.snapshot", snapshot)
+        del snapshot
     del messages
-    result["stream"] = {
-        **the_stream.facts,
-        "topic": the_stream.topic,
-        "keys": args.keys,
-        "partitions": stream.PARTITIONS,
-        "final_rows": {t: len(rows) for t, rows in the_stream.final.items()},
-    }
+    result["stream"] = _facts(the_stream, args.keys)
+    if "snapshot" in streams:
+        result["snapshot_stream"] = _facts(streams["snapshot"], args.keys)
     print(f"produced: {json.dumps(result['stream'])}", flush=True)
     samples: dict[str, list[dict[str, Any]]] = {}
     for round_no in range(1, args.runs + 1):
         for config in only:
-            if config == "connect" and PEER_FAILURES:
+            if (config == "connect" and PEER_FAILURES) or config == "latency":
                 continue
-            if config != "latency":
-                _measure(config, the_stream, samples, round_no)
+            for variant, overrides in variants.items():
+                if variant and config in LIMITS:
+                    continue
+                _measure(config, streams, samples, round_no, (variant, overrides))
         _write(name, result, samples, the_stream.events)
     if "latency" in only:
-        result["latency"] = _latency(args)
+        result["latency"] = _latency(args, variants)
     _write(name, result, samples, the_stream.events)
     print(f"done in {time.monotonic() - started:.0f}s: bench/results/{name}.{{json,md,png}}")
     return 0
 
 
+def parse_variants(specs: list[str]) -> Variants:
+    """``NAME:PATH=VALUE[;PATH=VALUE...]`` -> overrides (VALUE is JSON, else a string); the
+    defaults ("") always come first so every variant has its A/B partner in the same round."""
+    variants: Variants = {"": {}}
+    for spec in specs:
+        name, sep, assignments = spec.partition(":")
+        if not sep or not name or name in variants:
+            raise SystemExit(f"--variant: want NAME:PATH=VALUE[;PATH=VALUE], got {spec!r}")
+        variants[name] = dict(_assignment(a) for a in assignments.split(";") if a)
+    return variants
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    path, sep, raw = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--variant: {text!r} is not PATH=VALUE")
+    try:
+        return path, json.loads(raw)
+    except json.JSONDecodeError:
+        return path, raw
+
+
+def _facts(the_stream: stream.Stream, keys: int) -> dict[str, Any]:
+    return {
+        **the_stream.facts,
+        "topic": the_stream.topic,
+        "keys": keys,
+        "partitions": stream.PARTITIONS,
+        "final_rows": {t: len(rows) for t, rows in the_stream.final.items()},
+    }
+
+
 def _measure(
-    config: str, the_stream: stream.Stream, samples: dict[str, list[dict[str, Any]]], n: int
+    config: str,
+    streams: dict[str, stream.Stream],
+    samples: dict[str, list[dict[str, Any]]],
+    n: int,
+    variant: tuple[str, drains.Overrides],
 ) -> None:
+    name, overrides = variant
     for attempt in (1, 2):
         wait_stack()
-        print(f"[run {n}] {config} ...", flush=True)
-        measured = _once(config, the_stream)
+        print(f"[run {n}] {config}{' @' + name if name else ''} ...", flush=True)
+        measured = _once(config, streams, overrides)
         disturbed = any(sample.get("disturbed") for sample in measured.values())
         if not disturbed or attempt == 2:
             break
         print(f"  Kafka stopped answering during {config}; measuring again", flush=True)
     for key, sample in measured.items():
+        key = f"{key}@{name}" if name else key
         samples.setdefault(key, []).append(sample)
         print(f"  {key}: {json.dumps(sample)}", flush=True)
 
 
-def _once(config: str, the_stream: stream.Stream) -> dict[str, dict[str, Any]]:
+def _once(
+    config: str, streams: dict[str, stream.Stream], overrides: drains.Overrides
+) -> dict[str, dict[str, Any]]:
+    the_stream = streams["churn"]
     if config == "raw":
         return {"raw_consume": {"seconds": limits.raw_consume(the_stream)}}
     if config == "direct":
@@ -115,36 +174,58 @@ def _once(config: str, the_stream: stream.Stream) -> dict[str, dict[str, Any]]:
             return {}
         ok = peer.converged(the_stream, prefix)
         return {"kafka_connect_jdbc": _drain_sample(drained, ok)}
+    if config == "snapshot":
+        return {
+            f"snapshot_{sink}": _drain_one(streams["snapshot"], sink, overrides)
+            for sink in drains.SINKS
+        }
+    if config == "all3":
+        drained, converged = drains.drain_separately(the_stream, drains.SINKS, overrides)
+        return {config: _drain_sample(drained, all(converged.values()))}
     sinks = drains.SINKS if config == "all" else (config,)
-    drained, converged = drains.drain(the_stream, sinks)
+    drained, converged = drains.drain(the_stream, sinks, overrides)
     return {config: _drain_sample(drained, all(converged.values()))}
+
+
+def _drain_one(the_stream: stream.Stream, sink: str, overrides: drains.Overrides) -> dict[str, Any]:
+    drained, converged = drains.drain(the_stream, (sink,), overrides)
+    sample = _drain_sample(drained, converged[sink])
+    sample["items"] = the_stream.events  # rows of the snapshot, for its rows/s
+    return sample
 
 
 def _drain_sample(drained: Any, ok: bool) -> dict[str, Any]:
     sample = asdict(drained)
     sample["converged"] = ok
-    for key in ("seconds", "first_commit_s", "peak_rss_mib", "cpu_s"):
-        sample[key] = round(sample[key], 3)
+    for key in ("seconds", "first_commit_s", "peak_rss_mib", "cpu_s", "peak_rss_sum_mib"):
+        if sample[key] is not None:
+            sample[key] = round(sample[key], 3)
+    if sample["peak_rss_sum_mib"] is None:
+        del sample["peak_rss_sum_mib"]
     return sample
 
 
-def _latency(args: argparse.Namespace) -> dict[str, Any]:
+def _latency(args: argparse.Namespace, variants: Variants) -> dict[str, Any]:
+    """Steady-rate runs, variants interleaved; ``by_variant[""]`` holds the defaults'."""
     needed = latency.WARMUP + args.latency_rate * args.latency_seconds
     print(f"generating {needed} events for the latency runs ...", flush=True)
     messages = stream.generate(needed, args.keys, args.seed + 1)
-    runs = []
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for n in range(1, args.runs + 1):
-        wait_stack()
-        print(f"[run {n}] latency at {args.latency_rate}/s for {args.latency_seconds}s ...")
-        measured = latency.measure(messages, args.latency_rate, args.latency_seconds)
-        print(f"  {json.dumps(measured)}", flush=True)
-        runs.append(measured)
+        for name, overrides in variants.items():
+            wait_stack()
+            label = f" @{name}" if name else ""
+            print(f"[run {n}] latency{label} at {args.latency_rate}/s ...", flush=True)
+            measured = latency.measure(messages, args.latency_rate, args.latency_seconds, overrides)
+            print(f"  {json.dumps(measured)}", flush=True)
+            runs[name].append(measured)
     return {
         "rate": args.latency_rate,
         "seconds": args.latency_seconds,
-        "runs": len(runs),
-        "samples": runs,
-        "summary": _latency_summary(runs),
+        "runs": args.runs,
+        "by_variant": {
+            name: {"samples": r, "summary": _latency_summary(r)} for name, r in runs.items()
+        },
     }
 
 

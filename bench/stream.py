@@ -13,7 +13,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from bench import env
 from tests.support.debezium import (
     ALL_TABLES,
+    LogicalEvent,
     Message,
+    MessageFactory,
     TableSpec,
     expected_state,
     generate_stream,
@@ -60,6 +62,23 @@ def _with_filled_before(message: Message) -> Message:
         if before.get(spec["field"]) is None and not spec.get("optional", False):
             before[spec["field"]] = _REQUIRED_DEFAULTS.get(spec["type"], 0)
     return replace(message, value=json.dumps(record, separators=(",", ":")).encode())
+
+
+def snapshot_of(messages: list[Message]) -> list[Message]:
+    """The stream's final rows as a Debezium initial snapshot: one ``op: r`` record per live key,
+    same tables, schema and key encoding as the stream (each at its key's newest position)."""
+    newest: dict[tuple[str, tuple[Any, ...]], LogicalEvent] = {}
+    for message in messages:
+        event = message.event
+        if message.value is not None:
+            newest[(event.table, event.spec.key_tuple(event.key))] = event
+    factory = MessageFactory()
+    return [
+        m
+        for event in newest.values()
+        if event.row is not None
+        for m in factory.messages(replace(event, kind="read"))
+    ]
 
 
 def describe(messages: list[Message]) -> dict[str, Any]:
