@@ -17,19 +17,25 @@ def position(message: Message) -> tuple[str, int, int]:
 
 
 def origin_of(message: Message) -> Origin:
-    topic, partition, offset = position(message)
+    """The record as the decoder and the DLQ see it (runs once per record: kept lean)."""
     kind, timestamp = message.timestamp()
-    raw = message.headers() or []
-    headers = raw.items() if isinstance(raw, dict) else raw
+    headers = message.headers()
     return Origin(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        timestamp_ms=timestamp if kind != 0 else None,
-        key=message.key(),
-        value=message.value(),
-        headers=tuple((str(key), _as_bytes(value)) for key, value in headers),
+        message.topic(),  # type: ignore[arg-type]  # set on every data message
+        message.partition(),  # type: ignore[arg-type]
+        message.offset(),  # type: ignore[arg-type]
+        timestamp if kind else None,
+        message.key(),
+        message.value(),
+        _header_pairs(headers) if headers else (),
     )
+
+
+def _header_pairs(
+    headers: list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None],
+) -> tuple[tuple[str, bytes], ...]:
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return tuple((str(key), _as_bytes(value)) for key, value in pairs)
 
 
 def _as_bytes(value: str | bytes | None) -> bytes:
