@@ -10,6 +10,11 @@ Package-private helper of ``sinks.elasticsearch``; no I/O here.
   type to search it as a number, Elasticsearch coerces the string); date / time / timestamp ->
   ISO-8601 text (timestamps without zone are UTC); bytes -> base64; uuid -> text; JSON values
   as they are; NaN / infinity -> null (JSON has no such numbers).
+* Encoding: :func:`bulk_lines` writes an action's two NDJSON lines with orjson straight from the
+  event's values (no intermediate JSON-ready copy); a value orjson cannot take as is (an int
+  beyond 64 bits, a non-text dict key, a zoned ``time``, text that is not valid UTF-8) sends
+  that one document through ``json_value`` and the standard library, byte for byte what the
+  Elasticsearch client would have sent.
 * Bookkeeping fields: ``_fanout_version`` and ``_fanout_source_ts_ms`` on every document;
   tombstones (deletes) carry the key fields plus ``_fanout_deleted: true`` and
   ``_fanout_deleted_at`` (when the sink wrote it).
@@ -27,6 +32,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Failure, Op
 
@@ -36,6 +43,8 @@ DELETED_FIELD = "_fanout_deleted"
 DELETED_AT_FIELD = "_fanout_deleted_at"
 MAX_ID_BYTES = 512
 MAX_EXTERNAL_VERSION = 2**63 - 1
+EXTERNAL = "external_gte"  # the version check of every write
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS  # rejected by json_value, as before
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
@@ -156,7 +165,7 @@ def index_action(alias: str, doc_id: str, event: ChangeEvent, now_iso: str) -> d
         "_index": alias,
         "_id": doc_id,
         "version": event.version,
-        "version_type": "external_gte",
+        "version_type": EXTERNAL,
         "_source": source,
     }
 
@@ -180,3 +189,67 @@ def tombstone(event: ChangeEvent, now_iso: str) -> dict[str, Any]:
     source[VERSION_FIELD] = event.version
     source[SOURCE_TS_FIELD] = event.source_ts_ms
     return source
+
+
+def bulk_lines(alias: str, doc_id: str, event: ChangeEvent, now_iso: str) -> bytes:
+    """``index_action``'s header and source as the two NDJSON lines of a bulk request.
+
+    orjson writes str, int, float (NaN / infinity as null), bool, None, list, tuple, dict,
+    uuid and date / time / datetime (ISO-8601, as ``isoformat``) itself; ``_orjson_default``
+    takes Decimal and bytes as ``json_value`` does. Anything else takes the exact path.
+    """
+    meta = {"_id": doc_id, "_index": alias, "version": event.version, "version_type": EXTERNAL}
+    source = _tombstone_source(event, now_iso) if event.op is Op.DELETE else _upsert_source(event)
+    try:
+        body = orjson.dumps(source, default=_orjson_default, option=_ORJSON_OPTIONS)
+        return b"%b\n%b\n" % (orjson.dumps({"index": meta}), body)
+    except orjson.JSONEncodeError:
+        return _exact_lines(index_action(alias, doc_id, event, now_iso))
+
+
+def _upsert_source(event: ChangeEvent) -> dict[str, Any]:
+    """``upsert_document`` with the values left as they are (orjson converts them)."""
+    if event.row is None:
+        raise MappingError("an upsert event without a row")
+    source = dict(event.row)
+    for name, value in event.key.items():
+        if name not in source:
+            source[name] = value
+    source[VERSION_FIELD] = event.version
+    source[SOURCE_TS_FIELD] = event.source_ts_ms
+    return source
+
+
+def _tombstone_source(event: ChangeEvent, now_iso: str) -> dict[str, Any]:
+    source = dict(event.key)
+    source[DELETED_FIELD] = True
+    source[DELETED_AT_FIELD] = now_iso
+    source[VERSION_FIELD] = event.version
+    source[SOURCE_TS_FIELD] = event.source_ts_ms
+    return source
+
+
+def _orjson_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f") if value.is_finite() else None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(type(value).__name__)  # json_value decides (converts or rejects)
+
+
+def _exact_lines(action: dict[str, Any]) -> bytes:
+    """What the client's own serializer makes of ``action`` (values already JSON-ready)."""
+    header = {
+        action["_op_type"]: {
+            "_id": action["_id"],
+            "_index": action["_index"],
+            "version": action["version"],
+            "version_type": action["version_type"],
+        }
+    }
+    lines = [_stdlib_json(header), _stdlib_json(action["_source"]), ""]
+    return "\n".join(lines).encode("utf-8", "surrogatepass")
+
+
+def _stdlib_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -83,7 +83,7 @@ def classify(ok: bool, item: dict[str, Any]) -> Verdict:
     if ok:
         return Verdict.APPLIED
     status = int(item.get("status") or 500)
-    if "exception" in item:  # the helper's marker: the whole chunk's request failed
+    if "exception" in item:  # the bulk writer's marker: the whole request failed
         return Verdict.BISECT if status in (400, 413) else Verdict.RETRY
     kind = error_type(item.get("error"))
     if status == 409 and kind == "version_conflict_engine_exception":

@@ -32,7 +32,7 @@ from fanout.events import ChangeEvent, Failure, Op
 from fanout.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
 from sinks._es_bulk import BulkReport, BulkWriter, Entry
-from sinks._es_documents import Collapsed, collapse, index_action
+from sinks._es_documents import Collapsed, bulk_lines, collapse
 from sinks._es_errors import es_errors
 from sinks._es_indices import Indices, check_target
 
@@ -163,11 +163,11 @@ class ElasticsearchSink:
                 STALE_SKIPPED.labels(self.name, target).inc()
                 continue
             try:
-                action = index_action(indices.alias(target), doc_id, event, now_iso)
+                lines = bulk_lines(indices.alias(target), doc_id, event, now_iso)
             except MappingError as exc:
                 collapsed.failures.append(Failure(event.origin, "write", exc, event))
                 continue
-            entries.append(Entry(target, event, action))
+            entries.append(Entry(target, event, lines))
         return entries
 
     def _catch_up_truncates(self, targets: list[str], before: dict[str, int]) -> None:

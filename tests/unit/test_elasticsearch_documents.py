@@ -9,10 +9,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from elasticsearch.helpers import expand_action
+from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
 from sinks._es_documents import (
+    bulk_lines,
     collapse,
     document_id,
     index_action,
@@ -207,3 +210,61 @@ def test_targets_that_cannot_name_an_index_are_refused(target: str) -> None:
 def test_valid_targets_pass() -> None:
     assert check_target("", "inventory.orders") == "inventory.orders"
     assert check_target("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
+
+
+def client_lines(action: dict[str, Any]) -> bytes:
+    """What the Elasticsearch client's bulk helpers sent for ``action``."""
+    header, source = expand_action(action)
+    serializer = JsonSerializer()
+    return serializer.dumps(header) + b"\n" + serializer.dumps(source) + b"\n"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"id": 7, "name": "x", "n": None, "ok": True, "f": 1.5, "tags": ["a", "b"]},
+        {  # every logical type's value, and the ones JSON has no number for
+            "price": Decimal("12345678901234567890.0100"),
+            "big": Decimal("1E+3"),
+            "nan_decimal": Decimal("NaN"),
+            "day": dt.date(2024, 2, 29),
+            "at": dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
+            "at_utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+            "clock": dt.time(23, 59, 1, 5),
+            "blob": b"\x00\xff",
+            "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            "doc": {"a": [1, Decimal("2.5")], "b": None, "t": (1, "é\u2028\n")},
+            "nan": float("nan"),
+            "inf": float("-inf"),
+        },
+        {  # what orjson does not take as is: sent as the client would have sent it
+            "huge": 2**70,
+            "keys": {1: "a", None: "b"},
+            "zoned_clock": dt.time(1, 2, tzinfo=dt.UTC),
+            "surrogate": "a\ud800",
+        },
+    ],
+)
+def test_bulk_lines_are_what_the_client_would_have_sent(row: dict[str, Any]) -> None:
+    upsert = event({"id": 7}, 12, row)
+    expected = client_lines(index_action("p-t", "7", upsert, "now"))
+    assert bulk_lines("p-t", "7", upsert, "now") == expected
+
+
+def test_bulk_lines_of_a_tombstone_are_what_the_client_would_have_sent() -> None:
+    delete = event({"a": 1, "b": "x"}, 30, op=Op.DELETE)
+    now = "2024-01-01T00:00:00+00:00"
+    expected = client_lines(index_action("t", '[1,"x"]', delete, now))
+    assert bulk_lines("t", '[1,"x"]', delete, now) == expected
+
+
+def test_bulk_lines_reject_what_json_value_rejects() -> None:
+    with pytest.raises(MappingError, match="cannot write a"):
+        bulk_lines("t", "1", event({"id": 1}, 1, {"id": 1, "x": object()}), "now")
+    with pytest.raises(MappingError, match="without a row"):
+        bulk_lines(
+            "t",
+            "1",
+            ChangeEvent(Op.UPSERT, "s.t", {"id": 1}, None, 1, 1, Origin("tp", 0, 0)),
+            "now",
+        )

@@ -63,7 +63,7 @@ def test_successful_items_are_applied() -> None:
 
 
 def test_a_whole_chunk_that_failed_is_retried_or_bisected_by_status() -> None:
-    # streaming_bulk marks every item of a failed request with the exception it got
+    # the bulk writer marks every item of a refused request with the exception it got
     chunk = {"error": "ApiError(503, ...)", "exception": api_error(503)}
     assert classify(False, item(503, **chunk)) is Verdict.RETRY
     assert classify(False, item(429, **chunk)) is Verdict.RETRY
