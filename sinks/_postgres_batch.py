@@ -8,11 +8,13 @@ the work of checking names and type fit is done once per shape and cached as a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json import dumps as json_text
+from types import NoneType
 from typing import Any, NamedTuple
 
+import orjson
 from psycopg import sql
 
 from fanout.errors import MappingError
@@ -20,7 +22,17 @@ from fanout.events import ChangeEvent, Column, Op
 from fanout.schema import infer_column
 from sinks import _postgres_sql as q
 from sinks._postgres_catalog import TableInfo
-from sinks._postgres_types import PgColumn, check_identifier, describe, fits, pg_type_sql
+from sinks._postgres_types import (
+    BINARY_DELETE_FLAG,
+    BINARY_VERSION,
+    BinaryColumn,
+    PgColumn,
+    binary_column,
+    check_identifier,
+    describe,
+    fits,
+    pg_type_sql,
+)
 
 Shape = tuple[Any, ...]
 
@@ -34,23 +46,34 @@ class Layout:
     take: tuple[int, ...] | None = None  # positions of row values to stage; None = all
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
     json: tuple[int, ...] = ()  # staged positions sent as JSON text
+    binary: tuple[BinaryColumn, ...] | None = None  # per column; None: text COPY only
 
     def rows(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
-        """The staged rows for ``events`` (all of this layout), matching :attr:`columns`."""
+        """The staged rows for ``events`` (all of this layout) in text form."""
+        return self.stage(events, binary=False).rows
+
+    def stage(self, events: Sequence[ChangeEvent], *, binary: bool = True) -> Staged:
+        """The staged rows for ``events``, for binary COPY if every value allows it."""
+        rows = self._values(events)
+        types = self._binary_types(rows) if binary else None
+        if self.json:
+            encode = _json_bytes if types is not None else _json_str
+            for row in rows:
+                for i in self.json:
+                    if row[i] is not None:
+                        row[i] = encode(row[i])
+        return Staged(rows, types)
+
+    def values(self, event: ChangeEvent) -> list[Any]:
+        """The staged row for one event (text form)."""
+        return self.rows([event])[0]
+
+    def _values(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
         if self.is_delete:
             return [[*event.key.values(), event.version, True] for event in events]
         if self.take is None and not self.extra_key:
-            rows = [[*(event.row or {}).values(), event.version] for event in events]
-        else:
-            rows = [self._picked(event) for event in events]
-        if self.json:
-            for row in rows:
-                self._encode_json(row)
-        return rows
-
-    def values(self, event: ChangeEvent) -> list[Any]:
-        """The staged row for one event."""
-        return self.rows([event])[0]
+            return [[*(event.row or {}).values(), event.version] for event in events]
+        return [self._picked(event) for event in events]
 
     def _picked(self, event: ChangeEvent) -> list[Any]:
         values = [*(event.row or {}).values()]
@@ -60,12 +83,49 @@ class Layout:
         values.append(event.version)
         return values
 
-    def _encode_json(self, row: list[Any]) -> None:
-        for i in self.json:
-            if row[i] is not None:
-                # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and
-                # the text dumper skips psycopg's per-value Jsonb wrapper.
-                row[i] = json_text(row[i])
+    def _binary_types(self, rows: list[list[Any]]) -> tuple[str, ...] | None:
+        """The COPY types if every value has its column's exact type and passes its check."""
+        columns = self.binary
+        if columns is None:
+            return None
+        fitting: set[tuple[type, ...]] = set()  # rows mostly repeat a few type combinations
+        for row in rows:
+            types = tuple(map(type, row))
+            if types not in fitting:
+                if not all(map(_type_fits, types, columns)):
+                    return None
+                fitting.add(types)
+        for i, column in enumerate(columns):
+            check = column.check
+            if check is not None and not all(
+                check(value) for row in rows if (value := row[i]) is not None
+            ):
+                return None
+        return tuple(column.type_name for column in columns)
+
+
+class Staged(NamedTuple):
+    """One layout's rows as they go into COPY."""
+
+    rows: list[list[Any]]
+    types: tuple[str, ...] | None  # binary COPY with these types; None: text COPY
+
+
+def _type_fits(value_type: type, column: BinaryColumn) -> bool:
+    return value_type is NoneType or column.kinds is None or value_type in column.kinds
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits: the standard library writes them
+        return json_text(value).encode()
+
+
+def _json_str(value: Any) -> str:
+    # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and the text
+    # dumper skips psycopg's per-value Jsonb wrapper.
+    return _json_bytes(value).decode()
 
 
 @dataclass(slots=True)
@@ -81,7 +141,7 @@ class Resolution:
 class Collapsed:
     """One target's batch after validation and collapse."""
 
-    rows: dict[Layout, list[list[Any]]] = field(default_factory=dict)
+    rows: dict[Layout, Staged] = field(default_factory=dict)
     upserts: int = 0
     deletes: int = 0
     truncate_version: int | None = None
@@ -154,7 +214,7 @@ def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolu
     try:
         _check_key(info, key, event)
         if event.op is Op.DELETE:
-            return Resolution(layout=_delete_layout(event))
+            return Resolution(layout=_delete_layout(info, event))
         return _resolve_upsert(info, key, event)
     except MappingError as exc:
         return Resolution(error=exc)
@@ -200,8 +260,22 @@ def collapse(
     return out
 
 
-def _delete_layout(event: ChangeEvent) -> Layout:
-    return Layout(columns=(*event.key, q.VERSION, q.DELETE_FLAG), is_delete=True)
+def _delete_layout(info: TableInfo, event: ChangeEvent) -> Layout:
+    return Layout(
+        columns=(*event.key, q.VERSION, q.DELETE_FLAG),
+        is_delete=True,
+        binary=_binary_columns(info, event.key, (BINARY_VERSION, BINARY_DELETE_FLAG)),
+    )
+
+
+def _binary_columns(
+    info: TableInfo, names: Iterable[str], bookkeeping: tuple[BinaryColumn, ...]
+) -> tuple[BinaryColumn, ...] | None:
+    """Each staged column's binary form; None if one of them has none."""
+    columns = [binary_column(info.columns[name]) for name in names]
+    if None in columns:
+        return None
+    return (*(column for column in columns if column is not None), *bookkeeping)
 
 
 def _stage(out: Collapsed, survivors: list[ChangeEvent], layouts: list[Layout | None]) -> None:
@@ -210,7 +284,7 @@ def _stage(out: Collapsed, survivors: list[ChangeEvent], layouts: list[Layout | 
         if layout is not None:
             by_layout.setdefault(layout, []).append(event)
     for layout, events in by_layout.items():
-        out.rows[layout] = layout.rows(events)
+        out.rows[layout] = layout.stage(events)
         if layout.is_delete:
             out.deletes += len(events)
         else:
@@ -249,10 +323,11 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
         take.append(position)
     if new_columns:
         return Resolution(new_columns=new_columns)
-    return Resolution(layout=_upsert_layout(row, event, take, json))
+    return Resolution(layout=_upsert_layout(info, row, event, take, json))
 
 
 def _upsert_layout(
+    info: TableInfo,
     row: dict[str, Any],
     event: ChangeEvent,
     take: list[int],
@@ -266,6 +341,7 @@ def _upsert_layout(
         take=None if len(take) == len(names) else tuple(take),
         extra_key=extra_key,
         json=tuple(json),
+        binary=_binary_columns(info, (*staged, *extra_key), (BINARY_VERSION,)),
     )
 
 

@@ -178,8 +178,9 @@ LOCK_TARGET = sql.SQL("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))")
 
 
 @lru_cache(maxsize=1024)
-def copy_into_staging(ref: TableRef, columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN").format(ref.stage, _idents(columns))
+def copy_into_staging(ref: TableRef, columns: Sequence[str], *, binary: bool) -> sql.Composed:
+    options = sql.SQL(" (FORMAT BINARY)" if binary else "")
+    return sql.SQL("COPY {} ({}) FROM STDIN{}").format(ref.stage, _idents(columns), options)
 
 
 def record_truncation(schema: str) -> sql.Composed:

@@ -12,9 +12,18 @@ Package-private helper of ``sinks.postgres``. Two directions:
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
 
-from psycopg import sql
+import psycopg
+from psycopg import postgres, sql
+from psycopg.adapt import Buffer, Dumper
+from psycopg.pq import Format
 
 from fanout.errors import MappingError
 from fanout.events import Column
@@ -169,3 +178,116 @@ def _int_param(column: Column, key: str) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+# --- binary COPY ------------------------------------------------------------------------------
+#
+# Binary COPY skips both psycopg's text formatting and PostgreSQL's text parsing. It is used
+# only where the binary form cannot accept a value the text form would reject or read
+# differently (psycopg's int2/int4/float4 dumpers wrap or round out-of-range values silently;
+# a str into a date column only parses server-side): each staged value must have one of the
+# exact Python types below, and pass the column's check if it has one; otherwise the rows go
+# in text format as before.
+
+Check = Callable[[Any], bool]
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+).fullmatch
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryColumn:
+    """How one staged column goes in binary COPY."""
+
+    type_name: str  # what ``Copy.set_types`` gets
+    kinds: frozenset[type] | None  # exact Python types accepted (None is always); None = any
+    check: Check | None = None  # per non-NULL value, after the type matched
+
+
+def _int_range(bits: int) -> Check:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
+    return lambda value: low <= value < high
+
+
+def _uuid_text(value: Any) -> bool:
+    return type(value) is UUID or _CANONICAL_UUID(value) is not None
+
+
+def _text_items(value: list[Any]) -> bool:
+    return all(type(item) is str for item in value if item is not None)
+
+
+def _aware(value: dt.datetime) -> bool:
+    return value.tzinfo is not None
+
+
+def _naive(value: dt.datetime) -> bool:
+    return value.tzinfo is None
+
+
+_STR = frozenset({str})
+_BINARY: dict[str, BinaryColumn] = {
+    "bool": BinaryColumn("bool", frozenset({bool})),
+    "int2": BinaryColumn("int2", frozenset({int}), _int_range(16)),
+    "int4": BinaryColumn("int4", frozenset({int}), _int_range(32)),
+    "int8": BinaryColumn("int8", frozenset({int})),  # out of range: OverflowError, not a wrap
+    "float8": BinaryColumn("float8", frozenset({float})),
+    "numeric": BinaryColumn("numeric", frozenset({Decimal, int})),
+    "text": BinaryColumn("text", _STR),
+    "varchar": BinaryColumn("text", _STR),  # same wire form; the server applies the typmod
+    "bpchar": BinaryColumn("text", _STR),
+    "bytea": BinaryColumn("bytea", frozenset({bytes})),
+    "uuid": BinaryColumn("uuid", frozenset({str, UUID}), _uuid_text),
+    "date": BinaryColumn("date", frozenset({dt.date})),
+    "time": BinaryColumn("time", frozenset({dt.time})),
+    "timestamp": BinaryColumn("timestamp", frozenset({dt.datetime}), _naive),
+    "timestamptz": BinaryColumn("timestamptz", frozenset({dt.datetime}), _aware),
+    "jsonb": BinaryColumn("jsonb", None),  # staged as JSON text (str or bytes)
+    "json": BinaryColumn("json", None),
+}
+_BINARY_ARRAYS = {
+    base: BinaryColumn(f"{base}[]", frozenset({list}), _text_items) for base in ("text", "varchar")
+}
+BINARY_VERSION = _BINARY["int8"]
+BINARY_DELETE_FLAG = _BINARY["bool"]
+
+
+def binary_column(column: PgColumn) -> BinaryColumn | None:
+    """How values for ``column`` go in binary COPY; None: only in text format."""
+    if column.is_array:
+        return _BINARY_ARRAYS.get(column.base)
+    return _BINARY.get(column.base)
+
+
+class _UuidTextDumper(Dumper):
+    """Canonical uuid text (what the decoder gives) or a UUID, to uuid's 16 bytes."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: str | UUID) -> Buffer:
+        if isinstance(obj, UUID):
+            return obj.bytes
+        return bytes.fromhex(obj.replace("-", ""))
+
+
+class _JsonTextDumper(Dumper):
+    """JSON text the sink serialised already (bytes), or a str sent as it came."""
+
+    format = Format.BINARY
+    oid = postgres.types["json"].oid
+    version = b""
+
+    def dump(self, obj: bytes | str) -> Buffer:
+        return self.version + (obj.encode() if isinstance(obj, str) else obj)
+
+
+class _JsonbTextDumper(_JsonTextDumper):
+    oid = postgres.types["jsonb"].oid
+    version = b"\x01"  # jsonb's binary format: a version byte, then the text
+
+
+def register_binary_dumpers(conn: psycopg.Connection[Any]) -> None:
+    """Dumpers ``Copy.set_types`` picks by type oid, on the sink's own connection only."""
+    for dumper in (_UuidTextDumper, _JsonTextDumper, _JsonbTextDumper):
+        conn.adapters.register_dumper(None, dumper)

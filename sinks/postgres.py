@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import psycopg
+from psycopg import sql
 
 from fanout.errors import ConfigError, FanoutError, MappingError, PermanentError, RetryableError
 from fanout.events import ChangeEvent, Failure, Op
@@ -49,12 +50,13 @@ from sinks._postgres_batch import (
     Resolution,
     Shape,
     Shapes,
+    Staged,
     collapse,
     creation_columns,
     resolve,
 )
 from sinks._postgres_catalog import Catalog, TableInfo
-from sinks._postgres_types import check_identifier, pg_type_sql
+from sinks._postgres_types import check_identifier, pg_type_sql, register_binary_dumpers
 
 log = logging.getLogger("fanout.sinks.postgres")
 
@@ -148,6 +150,7 @@ class PostgresSink:
         if self._conn is None or self._conn.closed:
             self._catalog.reset()
             self._conn = psycopg.connect(**self._settings.conninfo(), autocommit=True)
+            register_binary_dumpers(self._conn)
             self._catalog.setup(self._conn)
         return self._conn
 
@@ -323,10 +326,12 @@ class PostgresSink:
             self._truncate(cur, plan.target, ref, batch.truncate_version)
         if ref is None:
             return
-        for layout, rows in batch.rows.items():
-            with cur.copy(q.copy_into_staging(ref, layout.columns)) as copy:
-                for row in rows:
-                    copy.write_row(row)
+        for layout, staged in batch.rows.items():
+            _copy(
+                cur,
+                q.copy_into_staging(ref, layout.columns, binary=staged.types is not None),
+                staged,
+            )
         if batch.deletes:
             cur.execute(q.apply_deletes(ref))
             plan.deletes_applied = cur.execute(q.remember_deletes(ref), (plan.target,)).rowcount
@@ -358,6 +363,21 @@ class PostgresSink:
             stale = batch.superseded + batch.upserts - plan.upserts_applied
             stale += batch.deletes - plan.deletes_applied
             STALE_SKIPPED.labels(self.name, plan.target).inc(stale)
+
+
+def _copy(cur: psycopg.Cursor, statement: sql.Composed, staged: Staged) -> None:
+    try:
+        with cur.copy(statement) as copy:
+            if staged.types is not None:
+                copy.set_types(staged.types)
+            for row in staged.rows:
+                copy.write_row(row)
+    except (TypeError, ValueError, OverflowError) as exc:
+        if staged.types is None:
+            raise
+        # A binary dumper refused a value (an int8 out of range): in text format PostgreSQL
+        # would have rejected it, so the batch fails the same way.
+        raise PermanentError(f"postgres rejected the batch: {type(exc).__name__}: {exc}") from exc
 
 
 def _conflict_key(info: TableInfo | None, data: list[ChangeEvent]) -> tuple[str, ...]:

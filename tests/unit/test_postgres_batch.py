@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from typing import Any
 
 from fanout.errors import MappingError
@@ -49,7 +51,7 @@ def test_json_values_go_as_json_text_and_generated_columns_are_left_to_postgres(
     event = upsert({"id": 1, "doc": {"a": 1}, "total": 5}, columns=(Column("doc", "json"),))
     layout = resolve(TABLE, KEY, event).layout
     assert layout is not None and layout.columns == ("id", "doc", "_fanout_version")
-    assert layout.values(event)[1] == '{"a": 1}'
+    assert layout.values(event)[1] == '{"a":1}'
 
 
 def test_a_new_column_is_reported_with_its_type() -> None:
@@ -113,7 +115,7 @@ def layouts_of(events: list[ChangeEvent]) -> list[Layout | None]:
 def staged(events: list[ChangeEvent]) -> dict[Any, list[Any]]:
     batch = collapse(events, layouts_of(events), KEY)
     assert batch.failed == []
-    return {row[0]: row for rows in batch.rows.values() for row in rows}
+    return {row[0]: row for staged in batch.rows.values() for row in staged.rows}
 
 
 def test_collapse_keeps_the_newest_version_per_key() -> None:
@@ -136,7 +138,7 @@ def test_an_event_that_failed_validation_does_not_hide_an_older_valid_one() -> N
     layouts = layouts_of(events)
     layouts[1] = None
     batch = collapse(events, layouts, KEY)
-    assert [row for rows in batch.rows.values() for row in rows] == [[1, "valid", 5]]
+    assert [row for staged in batch.rows.values() for row in staged.rows] == [[1, "valid", 5]]
 
 
 def test_collapse_matches_keys_listed_in_another_column_order() -> None:
@@ -147,7 +149,7 @@ def test_collapse_matches_keys_listed_in_another_column_order() -> None:
     events = [line(("order_id", "line_no"), 1), line(("line_no", "order_id"), 2)]
     stand_in = Layout(columns=("line_no", "order_id", "_fanout_version"))
     batch = collapse(events, [stand_in, stand_in], ("order_id", "line_no"))
-    assert batch.rows[stand_in] == [[1, 7, 2]] and batch.superseded == 1
+    assert batch.rows[stand_in].rows == [[1, 7, 2]] and batch.superseded == 1
 
 
 def test_collapse_counts_superseded_events_and_keeps_the_highest_truncate() -> None:
@@ -170,3 +172,56 @@ def test_collapse_fails_events_with_a_null_or_unhashable_key() -> None:
     batch = collapse(events, [stand_in] * 3, KEY)  # as if the key were jsonb: hashing fails
     assert [event for event, _ in batch.failed] == events[:2]
     assert batch.upserts == 1
+
+
+# --- binary or text COPY ---------------------------------------------------------------------
+
+WIDE = TableInfo(
+    schema="s",
+    name="w",
+    columns={
+        "id": PgColumn("id", "integer", "int4"),
+        "day": PgColumn("day", "date", "date"),
+        "ref": PgColumn("ref", "uuid", "uuid"),
+        "doc": PgColumn("doc", "jsonb", "jsonb"),
+        "ratio": PgColumn("ratio", "real", "float4"),
+    },
+    unique_keys=(("id",),),
+)
+
+
+def staged_types(*rows: dict[str, Any]) -> tuple[str, ...] | None:
+    events = [upsert(row, version=i) for i, row in enumerate(rows, 1)]
+    layout = resolve(WIDE, KEY, events[0]).layout
+    assert layout is not None
+    return layout.stage(events).types
+
+
+def test_values_of_their_columns_exact_types_go_in_binary_with_json_as_bytes() -> None:
+    event = upsert({"id": 1, "day": dt.date(2024, 2, 29), "ref": str(uuid.UUID(int=1))})
+    layout = resolve(WIDE, KEY, event).layout
+    assert layout is not None
+    assert layout.stage([event]).types == ("int4", "date", "uuid", "int8")
+    doc = upsert({"id": 1, "doc": {"a": [1, None]}})
+    layout = resolve(WIDE, KEY, doc).layout
+    assert layout is not None
+    assert layout.stage([doc]) == ([[1, b'{"a":[1,null]}', 1]], ("int4", "jsonb", "int8"))
+
+
+def test_values_the_binary_form_would_bend_or_not_parse_go_in_text() -> None:
+    assert staged_types({"id": 1, "day": "2024-02-29"}) is None  # PostgreSQL parses the text
+    assert staged_types({"id": 2**31}) is None  # int4 binary would wrap around silently
+    assert staged_types({"id": 1, "ref": "{" + str(uuid.UUID(int=1)) + "}"}) is None
+    assert staged_types({"id": 1, "ratio": 0.5}) is None  # float4 binary rounds out of range
+    assert staged_types({"id": 1, "day": None}, {"id": 2, "day": dt.date(2024, 1, 1)}) == (
+        "int4",
+        "date",
+        "int8",
+    )
+
+
+def test_a_delete_goes_in_binary_when_its_key_values_fit() -> None:
+    layout = resolve(TABLE, KEY, delete(1, 2)).layout
+    assert layout is not None
+    assert layout.stage([delete(1, 2)]) == ([[1, 2, True]], ("int8", "int8", "bool"))
+    assert layout.stage([delete("1", 2)]).types is None  # the server parses "1"
