@@ -47,23 +47,48 @@ class Delivery:
         self._hooks = hooks
         self._down = False
 
-    def write(self, events: Sequence[ChangeEvent]) -> WriteOutcome:
+    def write(
+        self,
+        events: Sequence[ChangeEvent],
+        failed_first: RetryableError | PermanentError | None = None,
+    ) -> WriteOutcome:
+        """Write ``events`` until done: retried while the sink is down, bisected around poison.
+
+        ``failed_first`` is the error of a first attempt already made elsewhere (by the
+        pipelined worker's writer thread, see :func:`write_once`): it counts as an attempt and
+        the batch goes on from here, bisected if the error was permanent, else written again
+        with retries (writes are idempotent).
+        """
         outcome = WriteOutcome()
-        if events:
-            self._write_isolating(list(events), outcome)
+        if not events:
+            return outcome
+        batch = list(events)
+        if failed_first is None:
+            self._write_isolating(batch, outcome)
+            return outcome
+        outcome.attempts += 1
+        if isinstance(failed_first, PermanentError):
+            self._split(batch, failed_first, outcome)
+            return outcome
+        self._mark_down(failed_first)
+        self._hooks.on_retry()
+        self._write_isolating(batch, outcome)
         return outcome
 
     def _write_isolating(self, events: list[ChangeEvent], outcome: WriteOutcome) -> None:
         try:
             outcome.failures.extend(self._write_retrying(events, outcome))
         except PermanentError as exc:
-            if len(events) == 1:
-                event = events[0]
-                outcome.failures.append(Failure(event.origin, "write", exc, event))
-                return
-            middle = len(events) // 2
-            self._write_isolating(events[:middle], outcome)
-            self._write_isolating(events[middle:], outcome)
+            self._split(events, exc, outcome)
+
+    def _split(self, events: list[ChangeEvent], exc: PermanentError, outcome: WriteOutcome) -> None:
+        if len(events) == 1:
+            event = events[0]
+            outcome.failures.append(Failure(event.origin, "write", exc, event))
+            return
+        middle = len(events) // 2
+        self._write_isolating(events[:middle], outcome)
+        self._write_isolating(events[middle:], outcome)
 
     def _write_retrying(self, events: list[ChangeEvent], outcome: WriteOutcome) -> list[Failure]:
         for attempt in self._retrying():
@@ -101,3 +126,10 @@ class Delivery:
         if self._down:
             self._down = False
             self._hooks.on_up()
+
+
+def write_once(sink: Sink, events: Sequence[ChangeEvent]) -> list[Failure]:
+    """One plain attempt, no retry, no bisection: what the pipelined worker runs on its writer
+    thread. If it raises ``RetryableError`` or ``PermanentError``, finish with
+    ``Delivery.write(events, failed_first=error)``."""
+    return list(sink.write(events))

@@ -1,13 +1,21 @@
-"""One sink's consumer loop: poll -> decode -> route -> write -> DLQ -> commit.
+"""One sink's consumer loop: poll -> decode -> route -> write -> DLQ -> commit, pipelined.
 
 Delivery guarantee: at least once. Offsets of a batch are committed only after every record of
 it is written to the sink or acknowledged by the DLQ, so a crash at any point re-delivers the
 uncommitted tail; the sinks' version-guarded idempotent writes make that converge.
 
-Rebalances: callbacks only run inside ``consume``, i.e. between batches or while waiting out a
-down sink. A batch is committed right after it is written, so the only in-flight work a revoke
-can meet is a batch waiting on a down sink: records of revoked partitions are then left
-uncommitted (their new owner re-reads them).
+Pipelining: while the sink writes batch N on the writer thread (network I/O releases the GIL),
+this thread polls and decodes batch N+1. Only this thread touches the consumer and the DLQ
+producer; the sink is used by one thread at a time, because this thread calls it again only
+after N's write has returned. At most one batch is in flight and N is committed before N+1 is
+handed to the sink, so commits stay in stream order. N is completed (DLQ, commit) as soon as
+its write returns, between two ``consume`` calls. Only a healthy first attempt runs off this
+thread: a batch whose first attempt failed is written again here through the retrying
+:class:`~fanout.delivery.Delivery`, which pauses the partitions and keeps polling meanwhile.
+
+Rebalances: callbacks only run inside ``consume``, on this thread. Every batch held
+uncommitted (the one in flight and the next one, polled or decoded) remembers the partitions
+revoked while it was held and does not commit them (their new owner re-reads those records).
 """
 
 from __future__ import annotations
@@ -17,18 +25,20 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout import kafka as kafka_clients
 from fanout import metrics
 from fanout._messages import describe, next_offsets, origin_of, position, with_metadata
-from fanout.delivery import Delivery, DeliveryHooks
+from fanout.delivery import Delivery, DeliveryHooks, WriteOutcome, write_once
 from fanout.dlq import DeadLetterQueue
 from fanout.envelope import Decoder
-from fanout.errors import DecodeError, MappingError, RetryableError
-from fanout.events import ChangeEvent, Failure
+from fanout.errors import DecodeError, MappingError, PermanentError, RetryableError
+from fanout.events import ChangeEvent, Failure, Origin
 from fanout.health import WorkerStatus
 from fanout.routing import Router
 from fanout.settings import Settings, SinkSettings
@@ -37,6 +47,8 @@ from sinks.base import Sink
 log = logging.getLogger(__name__)
 
 LAG_REPORT_INTERVAL_S = 10.0
+# While a batch is in flight, consume() returns this often to complete it as soon as it is written.
+IN_FLIGHT_POLL_S = 0.005
 _BENIGN_COMMIT_ERRORS = {
     KafkaError._NO_OFFSET,
     KafkaError.REBALANCE_IN_PROGRESS,
@@ -69,10 +81,28 @@ class WorkerOptions:
     router: Router | None = None
 
 
+Partition = tuple[str, int]
+T = TypeVar("T")
+
+
 @dataclass
 class _Batch:
-    messages: list[Message]
-    bytes: int
+    messages: list[Message] = field(default_factory=list)
+    bytes: int = 0
+    # Revoked while this batch was held uncommitted (and not assigned back since): not committed.
+    revoked: set[Partition] = field(default_factory=set)
+
+
+@dataclass
+class _InFlight:
+    """A decoded batch handed to the sink; completed (DLQ, commit) once its write returns."""
+
+    batch: _Batch
+    events: list[ChangeEvent]
+    failures: list[Failure]  # decode and route failures, dead-lettered with the batch
+    timestamps: list[int]  # Kafka timestamps (ms) of its records, for the latency histogram
+    write: Future[list[Failure]] | None = None  # the first attempt, on the writer thread
+    started: float = 0.0
 
 
 class SinkWorker:
@@ -93,7 +123,9 @@ class SinkWorker:
         self._stop = threading.Event()
         self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
         self._router = self._options.router or Router(self._sink_settings.routing)
-        self._revoked: set[tuple[str, int]] = set()
+        self._pending: _Batch | None = None  # polled, not handed to the sink yet
+        self._in_flight: _InFlight | None = None
+        self._writer: ThreadPoolExecutor | None = None
         self._paused = False
         self._next_lag_report = 0.0
         self._consumer: Consumer | None = None
@@ -102,7 +134,7 @@ class SinkWorker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Ask the loop to finish the batch in hand, commit it, and return."""
+        """Ask the loop to finish the batches in hand, commit them, and return."""
         self._stop.set()
 
     def run(self) -> None:
@@ -115,11 +147,13 @@ class SinkWorker:
             kafka, group, **self._options.consumer_overrides
         )
         self._dlq = self._make_dlq()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.sink_name}-write")
         try:
             self._subscribe()
             log.info("worker started", extra={"sink": self.sink_name, "group": group})
             while not self._stop.is_set():
                 self._turn()
+            self._settle(self._complete_in_flight)  # the last batch handed to the sink
         finally:
             self._shutdown()
 
@@ -153,6 +187,9 @@ class SinkWorker:
 
     def _shutdown(self) -> None:
         self.status.subscribed = False
+        if self._writer is not None:
+            # After a crash a write may still run: let it return before the sink is closed.
+            self._writer.shutdown(wait=True)
         if self._dlq is not None:
             try:
                 self._dlq.flush()
@@ -167,37 +204,55 @@ class SinkWorker:
 
     def _turn(self) -> None:
         self.status.turned()
-        batch = self._poll_batch()
-        if batch.messages:
-            started = time.monotonic()
-            try:
-                self._deliver(batch.messages)
-            except RetryableError:
-                if not self._stop.is_set():
-                    raise
-                log.warning(
-                    "stopping with a batch undelivered; it will be consumed again",
-                    extra={"sink": self.sink_name, "records": len(batch.messages)},
-                )
-                return
-            metrics.BATCH_SECONDS.labels(self.sink_name).observe(time.monotonic() - started)
+        ready = self._settle(self._next_batch)
+        if ready is not None:
+            self._start_write(ready)
         self._maybe_report_lag()
 
+    def _next_batch(self) -> _InFlight | None:
+        """Poll and decode batch N+1 while the sink writes N, then complete N (DLQ, commit)."""
+        batch = self._poll_batch()
+        ready = self._prepare(batch) if batch.messages else None
+        self._complete_in_flight()
+        return ready
+
+    def _settle(self, step: Callable[[], T]) -> T | None:
+        """``step()``, or None if a stop cut it short while the sink was down."""
+        try:
+            return step()
+        except RetryableError:
+            if not self._stop.is_set():
+                raise
+            log.warning(
+                "stopping with batches undelivered; they will be consumed again",
+                extra={"sink": self.sink_name},
+            )
+            return None
+
     def _poll_batch(self) -> _Batch:
+        """Consume up to the batch limits; complete the batch in flight as soon as it is written."""
         limits = self._sink_settings.batch
         assert self._consumer is not None
         deadline = time.monotonic() + limits.max_wait_ms / 1000
-        batch = _Batch([], 0)
+        batch = self._pending = _Batch()
         while len(batch.messages) < limits.max_events and batch.bytes < limits.max_bytes:
+            if self._in_flight is not None and self._written(self._in_flight):
+                self._complete_in_flight()
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._stop.is_set():
                 break
+            if self._in_flight is not None:  # come back soon to complete it
+                remaining = min(remaining, IN_FLIGHT_POLL_S)
             wanted = min(limits.max_events - len(batch.messages), 1000)
             for message in self._consumer.consume(wanted, timeout=remaining):
                 if self._is_data(message):
                     batch.messages.append(message)
                     batch.bytes += len(message.value() or b"") + len(message.key() or b"")
         return batch
+
+    @staticmethod
+    def _written(flight: _InFlight) -> bool:
+        return flight.write is None or flight.write.done()
 
     def _is_data(self, message: Message) -> bool:
         error = message.error()
@@ -209,36 +264,68 @@ class SinkWorker:
 
     # -- one batch -------------------------------------------------------------------------
 
-    def _deliver(self, messages: list[Message]) -> None:
-        metrics.EVENTS_CONSUMED.labels(self.sink_name).inc(len(messages))
-        events, failures = self._decode_and_route(messages)
-        outcome = self._delivery().write(events)
-        failures.extend(outcome.failures)
-        self._dead_letter(failures, max(outcome.attempts, 1))
-        self._count_written(events, outcome.failures)
-        self._commit(messages)
-        self._observe_latency(messages)
-
-    def _decode_and_route(self, messages: list[Message]) -> tuple[list[ChangeEvent], list[Failure]]:
+    def _prepare(self, batch: _Batch) -> _InFlight:
+        metrics.EVENTS_CONSUMED.labels(self.sink_name).inc(len(batch.messages))
         events: list[ChangeEvent] = []
         failures: list[Failure] = []
-        for message in messages:
+        timestamps: list[int] = []
+        for message in batch.messages:
             origin = origin_of(message)
-            try:
-                event = self._decoder.decode(origin)
-            except DecodeError as exc:
-                failures.append(Failure(origin, "decode", exc))
-                continue
-            if event is None:
-                continue
-            try:
-                routed = self._router.route(event)
-            except MappingError as exc:
-                failures.append(Failure(origin, "route", exc, event))
-                continue
+            if origin.timestamp_ms is not None and origin.timestamp_ms > 0:
+                timestamps.append(origin.timestamp_ms)
+            routed = self._decode_and_route(origin, failures)
             if routed is not None:
                 events.append(routed)
-        return events, failures
+        return _InFlight(batch, events, failures, timestamps)
+
+    def _decode_and_route(self, origin: Origin, failures: list[Failure]) -> ChangeEvent | None:
+        try:
+            event = self._decoder.decode(origin)
+        except DecodeError as exc:
+            failures.append(Failure(origin, "decode", exc))
+            return None
+        if event is None:
+            return None
+        try:
+            return self._router.route(event)
+        except MappingError as exc:
+            failures.append(Failure(origin, "route", exc, event))
+            return None
+
+    def _start_write(self, flight: _InFlight) -> None:
+        assert self._in_flight is None and self._writer is not None  # one batch in flight
+        flight.started = time.monotonic()
+        if flight.events:
+            flight.write = self._writer.submit(write_once, self._sink, flight.events)
+        self._in_flight, self._pending = flight, None
+
+    def _complete_in_flight(self) -> None:
+        """Wait for the batch in flight to be written, then dead-letter and commit it."""
+        flight = self._in_flight
+        if flight is None:
+            return
+        try:
+            outcome = self._outcome(flight)
+            self._dead_letter(flight.failures + outcome.failures, max(outcome.attempts, 1))
+            self._count_written(flight.events, outcome.failures)
+            self._commit(flight.batch)
+        finally:
+            self._in_flight = None
+        metrics.observe_all(
+            metrics.END_TO_END_LATENCY.labels(self.sink_name), _ages_s(flight.timestamps)
+        )
+        metrics.BATCH_SECONDS.labels(self.sink_name).observe(time.monotonic() - flight.started)
+
+    def _outcome(self, flight: _InFlight) -> WriteOutcome:
+        """The first attempt's result; if it failed, the batch is written here with retries."""
+        if flight.write is None:
+            return WriteOutcome()
+        error = flight.write.exception()  # blocks until the writer thread is done with the sink
+        if error is None:
+            return WriteOutcome(flight.write.result(), attempts=1)
+        if not isinstance(error, RetryableError | PermanentError):
+            raise error
+        return self._delivery().write(flight.events, failed_first=error)
 
     def _delivery(self) -> Delivery:
         hooks = DeliveryHooks(
@@ -281,9 +368,8 @@ class SinkWorker:
         for (table, op), count in counts.items():
             metrics.EVENTS_WRITTEN.labels(self.sink_name, table, op).inc(count)
 
-    def _commit(self, messages: list[Message]) -> None:
-        offsets = next_offsets(messages, exclude=self._revoked)
-        self._revoked.clear()
+    def _commit(self, batch: _Batch) -> None:
+        offsets = next_offsets(batch.messages, exclude=batch.revoked)
         if self._options.commit_metadata is not None:
             offsets = with_metadata(offsets, self._options.commit_metadata)
         if not offsets:
@@ -301,14 +387,6 @@ class SinkWorker:
             return
         if self._options.after_commit is not None and self._options.after_commit(offsets):
             self._stop.set()
-
-    def _observe_latency(self, messages: list[Message]) -> None:
-        now_ms = time.time() * 1000
-        histogram = metrics.END_TO_END_LATENCY.labels(self.sink_name)
-        for message in messages:
-            kind, timestamp = message.timestamp()
-            if kind != 0 and timestamp > 0:
-                histogram.observe(max(0.0, now_ms - timestamp) / 1000)
 
     # -- a sink that is down ---------------------------------------------------------------
 
@@ -367,7 +445,8 @@ class SinkWorker:
             "partitions assigned",
             extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
-        self._revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
+        for batch in self._held():
+            batch.revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
         if self._options.on_assign is not None:
             self._options.on_assign(consumer, partitions)
         if self._paused:
@@ -378,10 +457,16 @@ class SinkWorker:
             "partitions revoked",
             extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
-        self._revoked.update((tp.topic, tp.partition) for tp in partitions)
+        for batch in self._held():
+            batch.revoked.update((tp.topic, tp.partition) for tp in partitions)
         for tp in partitions:
             with contextlib.suppress(KeyError):
                 metrics.CONSUMER_LAG.remove(self.sink_name, tp.topic, str(tp.partition))
+
+    def _held(self) -> list[_Batch]:
+        """The batches polled but not committed yet: the one in flight and the next one."""
+        flight = [self._in_flight.batch] if self._in_flight is not None else []
+        return flight + ([self._pending] if self._pending is not None else [])
 
     # -- lag -------------------------------------------------------------------------------
 
@@ -399,3 +484,8 @@ class SinkWorker:
                 metrics.CONSUMER_LAG.labels(self.sink_name, tp.topic, str(tp.partition)).set(
                     max(0, high - tp.offset)
                 )
+
+
+def _ages_s(timestamps: list[int]) -> list[float]:
+    now_ms = time.time() * 1000
+    return [max(0.0, now_ms - timestamp) / 1000 for timestamp in timestamps]

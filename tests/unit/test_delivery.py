@@ -101,3 +101,19 @@ def test_failures_isolated_by_the_sink_pass_through() -> None:
     outcome = Delivery(PickySink(), RETRY, Hooks().build()).write(events(3))
     assert [f.origin.offset for f in outcome.failures] == [1]
     assert outcome.attempts == 1
+
+
+def test_a_retryable_first_attempt_made_elsewhere_is_counted_and_the_batch_retried() -> None:
+    sink, hooks = RecordingSink(down_for=1), Hooks()
+    outcome = Delivery(sink, RETRY, hooks.build()).write(events(3), RetryableError("refused"))
+    assert sink.rows == {0: 0, 1: 1, 2: 2}
+    assert outcome.failures == [] and outcome.attempts == 3  # the one elsewhere, two here
+    assert hooks.events == ["down", "retry", "down", "retry", "up"]
+
+
+def test_a_permanent_first_attempt_made_elsewhere_goes_straight_to_bisection() -> None:
+    sink, hooks = RecordingSink(poison={2}), Hooks()
+    outcome = Delivery(sink, RETRY, hooks.build()).write(events(4), PermanentError("too long"))
+    assert [f.origin.offset for f in outcome.failures] == [2]
+    assert sorted(sink.rows) == [0, 1, 3]
+    assert sink.calls == 4  # halves [0, 1] and [2, 3], then [2] and [3]: not the whole batch
