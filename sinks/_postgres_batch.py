@@ -47,6 +47,8 @@ class Layout:
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
     json: tuple[int, ...] = ()  # staged positions sent as JSON text
     binary: tuple[BinaryColumn, ...] | None = None  # per column; None: text COPY only
+    # Value type combinations seen to fit ``binary`` (rows repeat a few, batch after batch).
+    _fitting: set[tuple[type, ...]] = field(default_factory=set, repr=False)
 
     def rows(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
         """The staged rows for ``events`` (all of this layout) in text form."""
@@ -88,7 +90,9 @@ class Layout:
         columns = self.binary
         if columns is None:
             return None
-        fitting: set[tuple[type, ...]] = set()  # rows mostly repeat a few type combinations
+        fitting = self._fitting
+        if len(fitting) > 4096:
+            fitting.clear()
         for row in rows:
             types = tuple(map(type, row))
             if types not in fitting:
@@ -96,11 +100,10 @@ class Layout:
                     return None
                 fitting.add(types)
         for i, column in enumerate(columns):
-            check = column.check
-            if check is not None and not all(
-                check(value) for row in rows if (value := row[i]) is not None
-            ):
-                return None
+            if column.check is not None:
+                values = [value for row in rows if (value := row[i]) is not None]
+                if values and not column.check(values):
+                    return None
         return tuple(column.type_name for column in columns)
 
 

@@ -17,8 +17,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
+from types import NoneType
 from typing import Any
-from uuid import UUID
 
 import psycopg
 from psycopg import postgres, sql
@@ -189,10 +190,12 @@ def _int_param(column: Column, key: str) -> int | None:
 # exact Python types below, and pass the column's check if it has one; otherwise the rows go
 # in text format as before.
 
-Check = Callable[[Any], bool]
+# A check sees all non-NULL values of one column in a batch, so it can use C-level builtins.
+Check = Callable[[list[Any]], bool]
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 ).fullmatch
+_TZINFO = attrgetter("tzinfo")
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,28 +204,28 @@ class BinaryColumn:
 
     type_name: str  # what ``Copy.set_types`` gets
     kinds: frozenset[type] | None  # exact Python types accepted (None is always); None = any
-    check: Check | None = None  # per non-NULL value, after the type matched
+    check: Check | None = None  # on the column's non-NULL values, after their types matched
 
 
 def _int_range(bits: int) -> Check:
     low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
-    return lambda value: low <= value < high
+    return lambda values: low <= min(values) and max(values) < high
 
 
-def _uuid_text(value: Any) -> bool:
-    return type(value) is UUID or _CANONICAL_UUID(value) is not None
+def _canonical_uuids(values: list[str]) -> bool:
+    return all(map(_CANONICAL_UUID, values))
 
 
-def _text_items(value: list[Any]) -> bool:
-    return all(type(item) is str for item in value if item is not None)
+def _text_items(values: list[list[Any]]) -> bool:
+    return {type(item) for value in values for item in value} <= {str, NoneType}
 
 
-def _aware(value: dt.datetime) -> bool:
-    return value.tzinfo is not None
+def _aware(values: list[dt.datetime]) -> bool:
+    return None not in set(map(_TZINFO, values))
 
 
-def _naive(value: dt.datetime) -> bool:
-    return value.tzinfo is None
+def _naive(values: list[dt.datetime]) -> bool:
+    return set(map(_TZINFO, values)) == {None}
 
 
 _STR = frozenset({str})
@@ -237,7 +240,7 @@ _BINARY: dict[str, BinaryColumn] = {
     "varchar": BinaryColumn("text", _STR),  # same wire form; the server applies the typmod
     "bpchar": BinaryColumn("text", _STR),
     "bytea": BinaryColumn("bytea", frozenset({bytes})),
-    "uuid": BinaryColumn("uuid", frozenset({str, UUID}), _uuid_text),
+    "uuid": BinaryColumn("uuid", _STR, _canonical_uuids),
     "date": BinaryColumn("date", frozenset({dt.date})),
     "time": BinaryColumn("time", frozenset({dt.time})),
     "timestamp": BinaryColumn("timestamp", frozenset({dt.datetime}), _naive),
@@ -260,14 +263,12 @@ def binary_column(column: PgColumn) -> BinaryColumn | None:
 
 
 class _UuidTextDumper(Dumper):
-    """Canonical uuid text (what the decoder gives) or a UUID, to uuid's 16 bytes."""
+    """Canonical uuid text (what the decoder gives) to uuid's 16 bytes."""
 
     format = Format.BINARY
     oid = postgres.types["uuid"].oid
 
-    def dump(self, obj: str | UUID) -> Buffer:
-        if isinstance(obj, UUID):
-            return obj.bytes
+    def dump(self, obj: str) -> Buffer:
         return bytes.fromhex(obj.replace("-", ""))
 
 
