@@ -234,14 +234,16 @@ def collapse(
     unhashable key value fail here (``Collapsed.failed``).
     """
     out = Collapsed()
-    newest: dict[tuple[Any, ...], int] = {}
+    # ident -> (version, event, layout) of the newest event so far
+    newest: dict[tuple[Any, ...], tuple[int, ChangeEvent, Layout]] = {}
     considered = 0
-    for i, event in enumerate(events):
-        if event.op is Op.TRUNCATE:
+    truncate = Op.TRUNCATE
+    for event, layout in zip(events, layouts, strict=True):
+        if event.op is truncate:
             out.truncates += 1
             out.truncate_version = max(event.version, out.truncate_version or event.version)
             continue
-        if layouts[i] is None:
+        if layout is None:
             continue
         keys = event.key
         if len(keys) == 1 or tuple(keys) == key:
@@ -256,9 +258,9 @@ def collapse(
             out.failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
             continue
         considered += 1
-        if previous is None or event.version >= events[previous].version:
-            newest[ident] = i
-    _stage(out, [events[i] for i in newest.values()], [layouts[i] for i in newest.values()])
+        if previous is None or event.version >= previous[0]:
+            newest[ident] = (event.version, event, layout)
+    _stage(out, newest.values())
     out.superseded = considered - len(newest)
     return out
 
@@ -281,11 +283,10 @@ def _binary_columns(
     return (*(column for column in columns if column is not None), *bookkeeping)
 
 
-def _stage(out: Collapsed, survivors: list[ChangeEvent], layouts: list[Layout | None]) -> None:
+def _stage(out: Collapsed, survivors: Iterable[tuple[int, ChangeEvent, Layout]]) -> None:
     by_layout: dict[Layout, list[ChangeEvent]] = {}
-    for event, layout in zip(survivors, layouts, strict=True):
-        if layout is not None:
-            by_layout.setdefault(layout, []).append(event)
+    for _, event, layout in survivors:
+        by_layout.setdefault(layout, []).append(event)
     for layout, events in by_layout.items():
         out.rows[layout] = layout.stage(events)
         if layout.is_delete:
