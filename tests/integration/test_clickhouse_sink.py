@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -386,3 +388,30 @@ def test_an_unreachable_server_is_retryable() -> None:
         unreachable.open()
     unreachable.close()
     unreachable.close()
+
+
+_LEAN_WRITE = """
+import sys
+from fanout.events import ChangeEvent, Op, Origin
+from fanout.settings import ClickHouseSettings
+from sinks.clickhouse import ClickHouseSink
+
+host, port, database = sys.argv[1:4]
+sink = ClickHouseSink(ClickHouseSettings(host=host, port=int(port), database=database))
+sink.open()
+row = {"id": 1, "v": "x"}
+event = ChangeEvent(Op.UPSERT, "s.t", {"id": 1}, row, 1, 1, Origin("t", 0, 0), (), "t")
+assert list(sink.write([event])) == []
+sink.backend.command(f"DROP DATABASE IF EXISTS `{database}`")
+print(sorted({"pandas", "numpy"} & set(sys.modules)))
+"""
+
+
+def test_server_mode_writes_without_loading_pandas_or_numpy(endpoints: Endpoints) -> None:
+    # clickhouse-connect would import both on the first insert (~80 MiB of RSS)
+    database = f"chsink_{uuid.uuid4().hex[:10]}"
+    args = [endpoints.ch_host, str(endpoints.ch_port), database]
+    done = subprocess.run(
+        [sys.executable, "-c", _LEAN_WRITE, *args], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
