@@ -19,7 +19,13 @@ def dlq_topic(kafka: KafkaSettings, sink: str) -> str:
 
 
 def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
-    conf = kafka.client_config()
+    # Pre-fetch buffers first so raw settings (kafka.extra) can still replace them.
+    conf: dict[str, Any] = {
+        "fetch.min.bytes": 1,
+        "queued.max.messages.kbytes": kafka.prefetch_max_kbytes,
+        "fetch.max.bytes": kafka.fetch_max_bytes,
+    }
+    conf.update(kafka.client_config())
     conf.update(
         {
             "group.id": group,
@@ -29,8 +35,6 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
             "auto.offset.reset": "earliest",
             "session.timeout.ms": kafka.session_timeout_ms,
             "max.poll.interval.ms": kafka.max_poll_interval_ms,
-            "fetch.min.bytes": 1,
-            "queued.max.messages.kbytes": 65536,
         }
     )
     conf.update(overrides)

@@ -196,6 +196,11 @@ class KafkaSettings(_Section):
     ssl_key_password: SecretStr | None = None
     session_timeout_ms: int = Field(45_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
+    # What librdkafka pre-fetches ahead of the batch being written, per consumer: its 64 MiB
+    # default queue was the largest buffer of a draining worker (queued.max.messages.kbytes,
+    # fetch.max.bytes; bench: 8 MiB saves ~70 MiB of peak RSS at the same drain rate).
+    prefetch_max_kbytes: int = Field(8192, gt=0)
+    fetch_max_bytes: int = Field(8 * 1024 * 1024, ge=1_000_000)  # >= librdkafka's message.max.bytes
     extra: dict[str, str | int | bool] = Field(default_factory=dict)  # raw librdkafka settings
     version_source: dict[str, VersionSource] = Field(default_factory=dict)  # topic glob -> source
     # Null-value messages: "auto" = skipped on topics whose deletes travel as records (full

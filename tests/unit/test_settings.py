@@ -1,7 +1,9 @@
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from fanout import kafka as kafka_clients
 from fanout.errors import ConfigError
 from fanout.settings import load_settings, require_subscription
 
@@ -91,3 +93,36 @@ def test_clickhouse_is_embedded_unless_a_server_is_configured(
     assert load_settings().sinks.clickhouse.effective_mode == "embedded"
     monkeypatch.setenv("FANOUT_SINKS__CLICKHOUSE__HOST", "ch.internal")
     assert load_settings().sinks.clickhouse.effective_mode == "server"
+
+
+def _consumer_conf(monkeypatch: pytest.MonkeyPatch, yaml: str, tmp_path: Path) -> dict[str, Any]:
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(kafka_clients, "Consumer", lambda conf: captured.update(conf))
+    kafka_clients.make_consumer(load_settings(write(tmp_path, yaml)).kafka, "g")
+    return captured
+
+
+def test_consumer_prefetch_buffers_come_from_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yaml = "kafka:\n  prefetch_max_kbytes: 4096\n  fetch_max_bytes: 2097152\n"
+    conf = _consumer_conf(monkeypatch, yaml, tmp_path)
+    assert conf["queued.max.messages.kbytes"] == 4096
+    assert conf["fetch.max.bytes"] == 2097152
+
+
+def test_raw_librdkafka_settings_replace_the_prefetch_buffers_but_not_commit_control(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yaml = (
+        "kafka:\n  prefetch_max_kbytes: 4096\n"
+        "  extra: {queued.max.messages.kbytes: 1024, enable.auto.commit: true}\n"
+    )
+    conf = _consumer_conf(monkeypatch, yaml, tmp_path)
+    assert conf["queued.max.messages.kbytes"] == 1024
+    assert conf["enable.auto.commit"] is False
+
+
+def test_a_fetch_smaller_than_one_message_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.fetch_max_bytes"):
+        load_settings(write(tmp_path, "kafka:\n  fetch_max_bytes: 65536\n"))
