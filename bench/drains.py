@@ -190,7 +190,8 @@ def _pg_counts(run: str, tables: list[str]) -> dict[str, int]:
 
 def _es_counts(run: str, tables: list[str]) -> dict[str, int]:
     prefix = names(run)["index_prefix"]
-    with Elasticsearch(env.settings().sinks.elasticsearch.hosts) as es:
+    # A loaded machine answers slowly; a timeout here would report a converged drain as "NO".
+    with Elasticsearch(env.settings().sinks.elasticsearch.hosts, request_timeout=60) as es:
         es.indices.refresh(index=f"{prefix}*")
         return {t: int(es.count(index=prefix + t)["count"]) for t in tables}
 
