@@ -9,15 +9,15 @@ structs kept as dicts) get no converter at all.
 
 from __future__ import annotations
 
-import binascii
 import datetime as dt
 import decimal
-import json
+from binascii import a2b_base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from fanout._envelope_json import json_column
 from fanout.errors import DecodeError
 from fanout.events import Column
 
@@ -37,7 +37,7 @@ CONVERSION_ERRORS = (ValueError, TypeError, OverflowError, KeyError, decimal.Inv
 
 
 def _bytes(value: str) -> bytes:
-    return binascii.a2b_base64(value, strict_mode=True)
+    return a2b_base64(value, strict_mode=True)
 
 
 def _unscaled(value: str) -> int:
@@ -48,8 +48,9 @@ def _decimal_converter(scale: int) -> Converter:
     exponent = Decimal(1).scaleb(-scale)
 
     def convert(value: Any) -> Decimal:
-        if isinstance(value, str):
-            return Decimal(_unscaled(value)).scaleb(-scale, _EXACT)
+        if isinstance(value, str):  # _unscaled, inlined: decimals are the commonest converter
+            unscaled = int.from_bytes(a2b_base64(value, strict_mode=True), "big", signed=True)
+            return Decimal(unscaled).scaleb(-scale, _EXACT)
         if isinstance(value, int | float) and not isinstance(value, bool):
             # JsonConverter with decimal.format=NUMERIC writes a plain JSON number.
             return Decimal(repr(value)).quantize(exponent, context=_EXACT)
@@ -76,7 +77,7 @@ def _time_of_day(micros: int) -> dt.time:
 
 
 def _timestamp(micros: int) -> dt.datetime:
-    return _EPOCH + dt.timedelta(microseconds=micros)
+    return _EPOCH + dt.timedelta(0, 0, micros)  # positional: half the cost of microseconds=
 
 
 def _zoned_timestamp(text: str) -> dt.datetime:
@@ -89,12 +90,24 @@ def _zoned_timestamp(text: str) -> dt.datetime:
 
 
 def _scaled(convert: Callable[[int], Any], divisor: int, multiplier: int = 1) -> Converter:
+    if divisor == multiplier == 1:
+        return _checked(convert)
+
     def scaled(value: int) -> Any:
         if not isinstance(value, int):
             raise TypeError(f"expected an integer, got {type(value).__name__}")
         return convert(value * multiplier // divisor)
 
     return scaled
+
+
+def _checked(convert: Callable[[int], Any]) -> Converter:
+    def checked(value: int) -> Any:
+        if not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {type(value).__name__}")
+        return convert(value)
+
+    return checked
 
 
 # Debezium / Connect logical names -> (logical type, converter). ``None``: the JSON value is it.
@@ -115,7 +128,7 @@ _BY_NAME: dict[str, tuple[str, Converter | None]] = {
     "io.debezium.time.Year": ("int32", None),
     "io.debezium.time.MicroDuration": ("int64", None),
     "io.debezium.time.Interval": ("string", None),
-    "io.debezium.data.Json": ("json", json.loads),
+    "io.debezium.data.Json": ("json", json_column),
     "io.debezium.data.Uuid": ("uuid", None),
     "io.debezium.data.Enum": ("string", None),
     "io.debezium.data.EnumSet": ("string", None),

@@ -13,6 +13,9 @@ the payload and looks the schema up by its exact bytes:
 
 Only schema texts that parsed as one complete JSON value are cached, so a cached prefix is
 always exactly a schema followed by the payload key.
+
+Parsing goes to orjson (several times faster, and it reads the bytes: no ``.decode()`` copy);
+see ``loads`` for how the result stays exactly what the stdlib parser gives.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
+
+import orjson
 
 from fanout.errors import DecodeError
 
@@ -32,6 +37,15 @@ _SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # json.l
 _MAX_PLANS = 4096
 _MAX_RECENT = 16
 _MALFORMED_SCHEMA = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
+# Digits -> b"0", "-" -> b"-", any other byte -> b" ": shows where the number-like runs are.
+_NUMBER_RUNS = bytes(48 if 48 <= byte <= 57 else 45 if byte == 45 else 32 for byte in range(256))
+_TWENTY_DIGITS = b"0" * 20
+_MINUS_19_DIGITS = b"-" + b"0" * 19
+_INT64_MIN_DIGITS = b"9223372036854775808"
+# orjson recurses on the C stack per nesting level and overflows it (the process dies) where the
+# stdlib raises RecursionError: about 1000 levels on a 128 KiB thread stack. Texts with more
+# opening brackets than this (strings included) are left to the stdlib.
+_MAX_OPENINGS = 256
 
 
 def scan(text: str) -> Any:
@@ -45,7 +59,64 @@ def scan(text: str) -> Any:
     return value
 
 
+def _orjson_safe(data: bytes) -> bool:
+    """False if ``data`` may nest deeply or hold an integer beyond 64 bits (orjson: a float).
+
+    Such an integer has 20 digits or more, or is negative with 19 digits above 2**63; strings
+    that look alike only cost the slower parse.
+    """
+    if data.count(b"{") + data.count(b"[") > _MAX_OPENINGS:
+        return False
+    runs = data.translate(_NUMBER_RUNS)
+    if _TWENTY_DIGITS in runs:
+        return False
+    at = runs.find(_MINUS_19_DIGITS)
+    while at >= 0:  # exactly 19 digits after the '-' (20 were ruled out above)
+        if data[at + 1 : at + 20] > _INT64_MIN_DIGITS:
+            return False
+        at = runs.find(_MINUS_19_DIGITS, at + 20)
+    return True
+
+
+def loads(data: bytes) -> Any:
+    """``scan(data.decode())``, faster; raises ValueError (or UnicodeDecodeError) likewise.
+
+    orjson gives the stdlib's value for every text both accept. It refuses some texts the
+    stdlib takes (NaN and Infinity, lone surrogate escapes, floats that overflow): those fall
+    through to ``scan``, which also raises the stdlib's error for invalid text. Its silent
+    difference (integers beyond 64 bits parsed as floats) and its crash on deep nesting are
+    kept out by ``_orjson_safe``. Unlike ``scan`` it skips leading whitespace; for the parts
+    ``PlanCache`` cuts, that gives the value the full parse of the message would give anyway.
+    """
+    if _orjson_safe(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return scan(data.decode())
+
+
+def json_column(value: Any) -> Any:
+    """``json.loads(value)``, faster (see ``loads``): the value of a Debezium Json column."""
+    if isinstance(value, str):
+        try:
+            data = value.encode()
+        except UnicodeEncodeError:  # a lone surrogate: only the stdlib takes it
+            return json.loads(value)
+        if _orjson_safe(data):
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+    return json.loads(value)
+
+
 def _loads(raw: bytes, what: str) -> Any:
+    if _orjson_safe(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib says why (or takes what orjson refuses)
     try:
         text = raw.decode()
     except UnicodeDecodeError as exc:
@@ -71,7 +142,7 @@ class PlanCache(Generic[P]):
             for prefix, plan in self._recent:
                 if raw.startswith(prefix):
                     try:
-                        return plan, scan(raw[len(prefix) : -1].decode())
+                        return plan, loads(raw[len(prefix) : -1])
                     except ValueError:
                         break  # let the full parse report it
             else:
@@ -90,8 +161,8 @@ class PlanCache(Generic[P]):
         try:
             plan = self._by_schema.get(schema_bytes)
             if plan is None:
-                plan = self._remember(schema_bytes, self._build(scan(schema_bytes.decode())))
-            payload = scan(raw[cut + len(_PAYLOAD_SEPARATOR) : -1].decode())
+                plan = self._remember(schema_bytes, self._build(loads(schema_bytes)))
+            payload = loads(raw[cut + len(_PAYLOAD_SEPARATOR) : -1])
         except ValueError:
             return None
         self._note_recent(raw[: cut + len(_PAYLOAD_SEPARATOR)], plan)

@@ -1,0 +1,163 @@
+"""Decoder: every JSON text decodes to the values the stdlib parser gives, the fast path or not.
+
+Payloads are parsed with orjson where it agrees with ``json.loads``; these are the texts where
+it would not (integers beyond 64 bits, NaN and Infinity, lone surrogates, deep nesting).
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from fanout.envelope import Decoder
+from fanout.errors import DecodeError
+from tests.unit._envelope_messages import (
+    ROW_FIELDS,
+    decoded,
+    dumps,
+    envelope,
+    envelope_schema,
+    key,
+    origin,
+    wrapped,
+)
+
+PLACEHOLDER = b'"__x__"'
+
+
+def messages(connect: dict[str, Any], text: bytes) -> list[tuple[bytes, bytes]]:
+    """(value, key) pairs carrying ``text`` as column ``x``: with a schema, twice (the first
+    parse and the cached one), then without a schema."""
+    field = {**connect, "optional": True, "field": "x"}
+    after = {"id": 1, "name": None, "x": "__x__"}
+    with_schema = wrapped(envelope_schema([*ROW_FIELDS, field]), envelope(after=after))
+    without = dumps(envelope(after=after))
+    return [
+        (with_schema.replace(PLACEHOLDER, text), key()),
+        (with_schema.replace(PLACEHOLDER, text), key()),
+        (without.replace(PLACEHOLDER, text), key(1, schemas=False)),
+    ]
+
+
+def decoded_x(connect: dict[str, Any], text: bytes) -> list[Any]:
+    decoder = Decoder()
+    rows = [decoded(value, decoder, key_bytes=k).row for value, k in messages(connect, text)]
+    return [row["x"] for row in rows if row is not None]
+
+
+def same(value: Any, expected: Any) -> bool:
+    """Equal, of the same types all the way down (``repr`` also tells NaN and -0.0 apart)."""
+    return repr(value) == repr(expected) and type(value) is type(expected)
+
+
+INT64 = {"type": "int64"}
+DOUBLE = {"type": "double"}
+STRING = {"type": "string"}
+STRUCT = {"type": "struct", "fields": []}
+JSON_COLUMN = {"type": "string", "name": "io.debezium.data.Json"}
+
+
+@pytest.mark.parametrize(
+    ("connect", "text"),
+    [
+        (INT64, b"18446744073709551615"),  # the largest integer orjson keeps
+        (INT64, b"18446744073709551616"),
+        (INT64, b"-9223372036854775808"),
+        (INT64, b"-9223372036854775809"),
+        (INT64, b"123456789012345678901234567890"),
+        (INT64, b"-8446744073709551615"),
+        (DOUBLE, b"NaN"),
+        (DOUBLE, b"Infinity"),
+        (DOUBLE, b"-Infinity"),
+        (DOUBLE, b"1e400"),
+        (DOUBLE, b"-0.0"),
+        (DOUBLE, b"0.1"),
+        (DOUBLE, b"2.2250738585072011e-308"),
+        (DOUBLE, b"123456789012345678901.5"),
+        (STRING, b'"\\ud800"'),
+        (STRING, b'"a\\udc00b"'),
+        (STRING, b'"\\ud83d\\ude00 \xc3\xa9"'),
+        (STRING, b'"12345678901234567890123 looks like a number"'),
+        (STRUCT, b'{"deep": ' + b"[" * 300 + b"-18446744073709551616" + b"]" * 300 + b"}"),
+        (STRUCT, b'{"a": 1, "a": 2}'),
+    ],
+)
+def test_payload_values_are_what_json_loads_gives(connect: dict[str, Any], text: bytes) -> None:
+    expected = json.loads(text)
+    values = decoded_x(connect, text)
+    assert len(values) == 3
+    assert all(same(value, expected) for value in values), (values, expected)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        '{"n": 18446744073709551616, "m": -9223372036854775809}',
+        '{"ratio": NaN, "top": Infinity}',
+        '"\\ud800"',
+        "[" * 300 + "]" * 300,
+        '{"ok": true, "nested": {"ratio": 0.6306, "tags": []}}',
+    ],
+)
+def test_json_columns_are_what_json_loads_gives(document: str) -> None:
+    with_schema = decoded_x(JSON_COLUMN, json.dumps(document).encode())[:2]
+    assert all(same(value, json.loads(document)) for value in with_schema)
+
+
+def test_numeric_decimals_beyond_64_bits_stay_exact() -> None:
+    numeric = {
+        "type": "bytes",
+        "name": "org.apache.kafka.connect.data.Decimal",
+        "parameters": {"scale": "0"},
+    }
+    for text, expected in [  # the schemaless message keeps the number
+        (b"123456789012345678901234567", Decimal("123456789012345678901234567")),
+        (b"-9223372036854775809", Decimal("-9223372036854775809")),
+    ]:
+        assert decoded_x(numeric, text)[:2] == [expected, expected]
+
+
+DEEP = "[" * 200_000 + "]" * 200_000  # deep enough to overflow a native parser's stack
+
+
+def test_nesting_too_deep_for_the_parser_is_a_decode_error_not_a_crash() -> None:
+    for value, key_bytes in messages(STRUCT, DEEP.encode()):
+        with pytest.raises(DecodeError, match="RecursionError"):
+            Decoder().decode(origin(value, key_bytes))
+    for value, key_bytes in messages(JSON_COLUMN, f'"{DEEP}"'.encode())[:2]:
+        with pytest.raises(DecodeError, match="RecursionError"):
+            Decoder().decode(origin(value, key_bytes))
+
+
+def stdlib_reason(raw: bytes) -> str:
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        return f"value is not UTF-8 text: {exc}"
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return f"value is not valid JSON: {exc}"
+    raise AssertionError("valid JSON")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"op": "c", "after": {"id": 1,}}',
+        b'{"op": "c", "after": {"id": 01}}',
+        b'{"op": "c", "after": {"id": "\x01"}}',
+        b'{"op": "c"} {"op": "d"}',
+        b'\xef\xbb\xbf{"op": "c"}',
+        b'{"op": "c", "after": {"name": "\xff"}}',
+        b'{"op": "c", "after": {"name": "\xed\xa0\x80"}}',
+        b'{"op": "c", "after": {"id": 12345678901234567890123, "x": .5}}',
+    ],
+)
+def test_broken_text_is_refused_with_the_stdlib_reason(value: bytes) -> None:
+    with pytest.raises(DecodeError) as caught:
+        Decoder().decode(origin(value, key(1, schemas=False)))
+    assert str(caught.value) == stdlib_reason(value)
