@@ -89,6 +89,20 @@ class ChangeEvent:
     columns: tuple[Column, ...] = ()  # schema of ``row`` when the envelope carried one
     target: str = field(default="")  # target name after routing (index / table)
 
+    def with_target(self, target: str) -> ChangeEvent:
+        """This event under another target name (``dataclasses.replace``, a third of the cost)."""
+        return ChangeEvent(
+            self.op,
+            self.table,
+            self.key,
+            self.row,
+            self.version,
+            self.source_ts_ms,
+            self.origin,
+            self.columns,
+            target,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Failure:

@@ -39,7 +39,7 @@ class Router:
         if route is None:
             return None
         if not route.reshapes:
-            return dataclasses.replace(event, target=route.target)
+            return event.with_target(route.target)
         return dataclasses.replace(
             event,
             target=route.target,
@@ -49,9 +49,11 @@ class Router:
         )
 
     def _route_for(self, table: str) -> _Route | None:
-        if table not in self._routes:
-            self._routes[table] = self._compile(table)
-        return self._routes[table]
+        try:
+            return self._routes[table]
+        except KeyError:
+            route = self._routes[table] = self._compile(table)
+            return route
 
     def _compile(self, table: str) -> _Route | None:
         if not self._is_taken(table):

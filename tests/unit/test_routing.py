@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from fanout.errors import MappingError
@@ -22,6 +24,13 @@ def event(table: str = "inventory.customers") -> ChangeEvent:
 def test_default_target_is_the_table_name_without_schema() -> None:
     routed = Router(RoutingSettings()).route(event())
     assert routed is not None and routed.target == "customers"
+
+
+def test_an_event_routed_as_is_keeps_everything_but_its_target() -> None:
+    original = event()
+    routed = Router(RoutingSettings()).route(original)
+    assert routed == dataclasses.replace(original, target="customers")
+    assert original.target == ""
 
 
 def test_target_format_can_keep_the_schema() -> None:
