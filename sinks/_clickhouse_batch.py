@@ -35,7 +35,9 @@ def collapse(events: Iterable[ChangeEvent], key: Sequence[str]) -> list[ChangeEv
     single = key[0] if len(key) == 1 else None
     for event in events:
         if single is not None:
-            identity = _hashable(event.key[single])
+            identity = event.key[single]
+            if isinstance(identity, list):
+                identity = tuple(identity)
         else:
             identity = tuple(_hashable(event.key[name]) for name in key)
         kept = newest.get(identity)
@@ -75,19 +77,24 @@ def _key_values(events: Sequence[ChangeEvent], column: TableColumn) -> list[Any]
 
 def _column_values(sources: list[dict[str, Any]], column: TableColumn) -> list[Any]:
     name, zero, convert = column.name, zero_for(column), converter_for(column)
-    raw = [source.get(name) for source in sources]
     if convert is None:
-        return [zero if value is None else value for value in raw]
-    return [zero if value is None else convert(value) for value in raw]
+        return [zero if (value := source.get(name)) is None else value for source in sources]
+    return [zero if (value := source.get(name)) is None else convert(value) for source in sources]
 
 
 def deduplication_token(target: str, events: Iterable[ChangeEvent], insert: Insert) -> str:
     """Same batch, same target, same columns -> same token; ClickHouse drops the repeat."""
-    ranges: dict[tuple[str, int], tuple[int, int]] = {}
+    ranges: dict[tuple[str, int], list[int]] = {}  # (topic, partition) -> [lowest, highest]
     for event in events:
-        where = (event.origin.topic, event.origin.partition)
-        low, high = ranges.get(where, (event.origin.offset, event.origin.offset))
-        ranges[where] = (min(low, event.origin.offset), max(high, event.origin.offset))
+        origin = event.origin
+        offset = origin.offset
+        span = ranges.get((origin.topic, origin.partition))
+        if span is None:
+            ranges[(origin.topic, origin.partition)] = [offset, offset]
+        elif offset < span[0]:
+            span[0] = offset
+        elif offset > span[1]:
+            span[1] = offset
     parts = [f"{topic}:{partition}:{lo}-{hi}" for (topic, partition), (lo, hi) in ranges.items()]
     text = "\n".join([target, ",".join(insert.column_names), str(insert.rows), *sorted(parts)])
     return hashlib.sha256(text.encode()).hexdigest()

@@ -63,6 +63,7 @@ class _Checker:
         # for the whole batch), by value when routing rebuilt the tuple for each event.
         self.shapes: dict[int, _Shape] = {}
         self.shapes_by_value: dict[tuple[Column, ...], _Shape] = {}
+        self.merged: set[int] = set()  # id() of the shapes whose additions are in self.out
 
     def run(self, events: Iterable[ChangeEvent]) -> CheckedEvents:
         for event in events:
@@ -81,8 +82,9 @@ class _Checker:
         if event.key.keys() != self.key_names:
             expected = sorted(self.key_names)
             return f"primary key {sorted(event.key)} does not match the table's key {expected}"
-        if any(value is None for value in event.key.values()):
-            return "primary key column is NULL"
+        for value in event.key.values():
+            if value is None:
+                return "primary key column is NULL"
         if event.op is Op.UPSERT and event.row is None:
             return "upsert event without a row"
         return None
@@ -102,9 +104,11 @@ class _Checker:
         problem = _null_problem(shape, values) if event.row is not None else None
         if problem:
             return problem
-        for name, column in shape.additions.items():
-            self.out.new_columns.setdefault(name, column)
-        self.out.present.update(shape.names)
+        if id(shape) not in self.merged:  # what a shape adds is the same for all its events
+            self.merged.add(id(shape))
+            for name, column in shape.additions.items():
+                self.out.new_columns.setdefault(name, column)
+            self.out.present.update(shape.names)
         return None
 
     def _shape(self, columns: tuple[Column, ...]) -> _Shape:
