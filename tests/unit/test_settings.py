@@ -126,3 +126,11 @@ def test_raw_librdkafka_settings_replace_the_prefetch_buffers_but_not_commit_con
 def test_a_fetch_smaller_than_one_message_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"kafka\.fetch_max_bytes"):
         load_settings(write(tmp_path, "kafka:\n  fetch_max_bytes: 65536\n"))
+
+
+def test_the_example_config_shows_the_default_batch_and_prefetch_sizes() -> None:
+    example = load_settings(Path(__file__).parents[2] / "config" / "fanout.example.yaml")
+    defaults = load_settings()
+    assert example.sinks.postgres.batch == defaults.sinks.postgres.batch
+    assert example.kafka.prefetch_max_kbytes == defaults.kafka.prefetch_max_kbytes
+    assert example.kafka.fetch_max_bytes == defaults.kafka.fetch_max_bytes
