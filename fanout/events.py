@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# Origin and ChangeEvent are built once per record. Being frozen, their generated __init__ sets
+# each field with object.__setattr__, which looks the slot up by name every time; the __init__s
+# below call the slots' own setters instead (measured: construction in 60% of the time).
+# Their signatures are those dataclass would generate; test_events checks they stay in step.
+Setter = Callable[[Any, Any], None]
+
+
+def _slot_setters(cls: type[Any]) -> tuple[Setter, ...]:
+    return tuple(getattr(cls, name).__set__ for name in cls.__slots__)
 
 
 class Op(enum.StrEnum):
@@ -13,7 +24,7 @@ class Op(enum.StrEnum):
     TRUNCATE = "truncate"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Origin:
     """Where a record came from in Kafka; carried to the DLQ and used for dedup tokens."""
 
@@ -24,6 +35,30 @@ class Origin:
     key: bytes | None = None
     value: bytes | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp_ms: int | None = None,
+        key: bytes | None = None,
+        value: bytes | None = None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+    ) -> None:
+        set_topic, set_partition, set_offset, set_timestamp_ms, set_key, set_value, set_headers = (
+            _ORIGIN_SETTERS
+        )
+        set_topic(self, topic)
+        set_partition(self, partition)
+        set_offset(self, offset)
+        set_timestamp_ms(self, timestamp_ms)
+        set_key(self, key)
+        set_value(self, value)
+        set_headers(self, headers)
+
+
+_ORIGIN_SETTERS = _slot_setters(Origin)
 
 
 # Logical column types shared by the decoder and every sink, with the Python value each carries:
@@ -70,7 +105,7 @@ class Column:
         return dict(self.parameters).get(key)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ChangeEvent:
     """One decoded change to one row of one source table.
 
@@ -89,6 +124,39 @@ class ChangeEvent:
     columns: tuple[Column, ...] = ()  # schema of ``row`` when the envelope carried one
     target: str = field(default="")  # target name after routing (index / table)
 
+    def __init__(
+        self,
+        op: Op,
+        table: str,
+        key: dict[str, Any],
+        row: dict[str, Any] | None,
+        version: int,
+        source_ts_ms: int | None,
+        origin: Origin,
+        columns: tuple[Column, ...] = (),
+        target: str = "",
+    ) -> None:
+        (
+            set_op,
+            set_table,
+            set_key,
+            set_row,
+            set_version,
+            set_ts,
+            set_origin,
+            set_columns,
+            set_target,
+        ) = _EVENT_SETTERS
+        set_op(self, op)
+        set_table(self, table)
+        set_key(self, key)
+        set_row(self, row)
+        set_version(self, version)
+        set_ts(self, source_ts_ms)
+        set_origin(self, origin)
+        set_columns(self, columns)
+        set_target(self, target)
+
     def with_target(self, target: str) -> ChangeEvent:
         """This event under another target name (``dataclasses.replace``, a third of the cost)."""
         return ChangeEvent(
@@ -102,6 +170,9 @@ class ChangeEvent:
             self.columns,
             target,
         )
+
+
+_EVENT_SETTERS = _slot_setters(ChangeEvent)
 
 
 @dataclass(frozen=True, slots=True)
