@@ -37,15 +37,18 @@ _SCAN_ONCE: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # json.l
 _MAX_PLANS = 4096
 _MAX_RECENT = 16
 _MALFORMED_SCHEMA = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
-# Digits -> b"0", "-" -> b"-", any other byte -> b" ": shows where the number-like runs are.
-_NUMBER_RUNS = bytes(48 if 48 <= byte <= 57 else 45 if byte == 45 else 32 for byte in range(256))
-_TWENTY_DIGITS = b"0" * 20
-_MINUS_19_DIGITS = b"-" + b"0" * 19
+# Digits -> b"0", "-" -> b"-", "[" and "{" -> b"[", any other byte -> b" ": the text's shape.
+_SHAPE = bytes(
+    48 if 48 <= byte <= 57 else 45 if byte == 45 else 91 if byte in (91, 123) else 32
+    for byte in range(256)
+)
+_NINETEEN_DIGITS = b"0" * 19
 _INT64_MIN_DIGITS = b"9223372036854775808"
 # orjson recurses on the C stack per nesting level and overflows it (the process dies) where the
-# stdlib raises RecursionError: about 1000 levels on a 128 KiB thread stack. Texts with more
-# opening brackets than this (strings included) are left to the stdlib.
-_MAX_OPENINGS = 256
+# stdlib raises RecursionError. 512 levels is inside the stdlib's limit (about 1000) and inside
+# what orjson survives on a 128 KiB thread stack (8 MiB, the Linux default, takes 100x more).
+# A text of up to twice that many bytes cannot nest deeper; longer ones count their brackets.
+_MAX_OPENINGS = 512
 
 
 def scan(text: str) -> Any:
@@ -65,16 +68,17 @@ def _orjson_safe(data: bytes) -> bool:
     Such an integer has 20 digits or more, or is negative with 19 digits above 2**63; strings
     that look alike only cost the slower parse.
     """
-    if data.count(b"{") + data.count(b"[") > _MAX_OPENINGS:
+    shape = data.translate(_SHAPE)
+    if len(shape) > 2 * _MAX_OPENINGS and shape.count(b"[") > _MAX_OPENINGS:
         return False
-    runs = data.translate(_NUMBER_RUNS)
-    if _TWENTY_DIGITS in runs:
-        return False
-    at = runs.find(_MINUS_19_DIGITS)
-    while at >= 0:  # exactly 19 digits after the '-' (20 were ruled out above)
-        if data[at + 1 : at + 20] > _INT64_MIN_DIGITS:
+    at = shape.find(_NINETEEN_DIGITS)
+    while at >= 0:  # the start of a run of at least 19 digits
+        end = at + 19
+        if end < len(shape) and shape[end] == 48:  # a 20th digit
             return False
-        at = runs.find(_MINUS_19_DIGITS, at + 20)
+        if at and shape[at - 1] == 45 and data[at:end] > _INT64_MIN_DIGITS:
+            return False
+        at = shape.find(_NINETEEN_DIGITS, end)
     return True
 
 

@@ -82,6 +82,7 @@ JSON_COLUMN = {"type": "string", "name": "io.debezium.data.Json"}
         (STRING, b'"\\ud83d\\ude00 \xc3\xa9"'),
         (STRING, b'"12345678901234567890123 looks like a number"'),
         (STRUCT, b'{"deep": ' + b"[" * 300 + b"-18446744073709551616" + b"]" * 300 + b"}"),
+        (STRUCT, b'{"wide": [' + b"[-9223372036854775809]," * 600 + b"[]]}"),
         (STRUCT, b'{"a": 1, "a": 2}'),
     ],
 )
