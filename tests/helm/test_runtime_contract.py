@@ -108,3 +108,10 @@ def all_keys(node: object) -> list[str]:
 def test_config_yaml_keys_are_snake_case(values: str) -> None:
     config = yaml.safe_load(of_kind(render(values), "ConfigMap")[0]["data"]["config.yaml"])
     assert [key for key in all_keys(config) if key != key.lower()] == []
+
+
+@pytest.mark.parametrize("sink", ["postgres", "elasticsearch", "clickhouse"])
+def test_chart_batch_defaults_are_the_runtime_defaults(sink: str, tmp_path: Path) -> None:
+    """A chart that pins older batch bounds would silently undo a tuned default (latency)."""
+    settings = settings_module.load_settings(write_config(render("full"), tmp_path))
+    assert getattr(settings.sinks, sink).batch == settings_module.BatchSettings()
