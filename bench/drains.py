@@ -9,7 +9,6 @@ The worker runs with the product's defaults unless a variant overrides settings 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +103,9 @@ def drain(
     assert worker.process is not None
     sampler = TreeSampler(worker.process.pid).start()
     try:
-        first, seconds = 0.0, 0.0
-        for sink in sinks:  # each group's drain time is measured from the same start
-            f, s = watcher.wait_drained(
-                f"{names(run)['prefix']}-{sink}", started, lambda: worker.alive, DRAIN_TIMEOUT_S
-            )
-            first, seconds = max(first, f), max(seconds, s)
+        first, seconds = watcher.wait_all_drained(
+            _groups(run, sinks), started, lambda: worker.alive, DRAIN_TIMEOUT_S
+        )
         rss, cpu = sampler.stop()
     except Exception:
         print(worker.log()[-3000:])
@@ -117,6 +113,10 @@ def drain(
     finally:
         worker.stop()
     return Drain(seconds, first, rss, cpu, watcher.errors), converged(stream, run, sinks)
+
+
+def _groups(run: str, sinks: tuple[str, ...]) -> list[str]:
+    return [f"{names(run)['prefix']}-{sink}" for sink in sinks]
 
 
 def drain_separately(
@@ -135,12 +135,9 @@ def drain_separately(
     started = time.monotonic()
     samplers = [TreeSampler(_pid(worker.start())).start() for worker in workers]
     try:
-        first, seconds = 0.0, 0.0
-        for sink, worker in zip(sinks, workers, strict=True):
-            f, s = watcher.wait_drained(
-                f"{names(run)['prefix']}-{sink}", started, _alive(worker), DRAIN_TIMEOUT_S
-            )
-            first, seconds = max(first, f), max(seconds, s)
+        first, seconds = watcher.wait_all_drained(
+            _groups(run, sinks), started, lambda: all(w.alive for w in workers), DRAIN_TIMEOUT_S
+        )
         used = [sampler.stop() for sampler in samplers]
     except Exception:
         for worker in workers:
@@ -152,10 +149,6 @@ def drain_separately(
     rss = [r for r, _ in used]
     drained = Drain(seconds, first, max(rss), sum(c for _, c in used), watcher.errors, sum(rss))
     return drained, converged(stream, run, sinks)
-
-
-def _alive(worker: WorkerProcess) -> Callable[[], bool]:
-    return lambda: worker.alive
 
 
 def _pid(worker: WorkerProcess) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -56,27 +56,46 @@ class LagWatcher:
         stall_s: float | None = None,
     ) -> tuple[float, float]:
         """Seconds from ``started`` (monotonic) to the first commit and to lag 0."""
+        return self.wait_all_drained((group,), started, alive, timeout_s, stall_s)
+
+    def wait_all_drained(
+        self,
+        groups: Sequence[str],
+        started: float,
+        alive: Callable[[], bool],
+        timeout_s: float,
+        stall_s: float | None = None,
+    ) -> tuple[float, float]:
+        """Seconds from ``started`` until every group has committed, and until every one is at
+        lag 0; all groups are polled in each round, so each one's first commit is seen."""
         total = sum(self._ends.values())
-        first: float | None = None
+        first: dict[str, float] = {}
+        drained: dict[str, float] = {}
         deadline = started + timeout_s
         while time.monotonic() < deadline:
-            try:
-                lag = self.lag(group)
-            except Exception as exc:  # Kafka away for a moment: the sample is marked disturbed
-                self.errors.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
-                time.sleep(1)
-                continue
+            for group in [g for g in groups if g not in drained]:
+                try:
+                    lag = self.lag(group)
+                except Exception as exc:  # Kafka away for a moment: the sample is marked disturbed
+                    self.errors.append(f"{time.strftime('%H:%M:%S')} {exc!r}")
+                    time.sleep(1)
+                    break
+                now = time.monotonic()
+                if group not in first and lag < total:
+                    first[group] = now - started
+                if lag == 0:
+                    drained[group] = now - started
+                    first.setdefault(group, drained[group])
+            if len(drained) == len(groups):
+                return max(first.values()), max(drained.values())
             now = time.monotonic()
-            if first is None and lag < total:
-                first = now - started
-            if lag == 0:
-                return (first if first is not None else now - started), now - started
-            if stall_s is not None and first is None and now - started > stall_s:
-                raise TimeoutError(f"{group} committed nothing in {stall_s}s")
+            if stall_s is not None and not first and now - started > stall_s:
+                raise TimeoutError(f"{', '.join(groups)} committed nothing in {stall_s}s")
             if not alive():
-                raise RuntimeError(f"the process draining {group} died (lag {lag})")
+                raise RuntimeError(f"a process draining {', '.join(groups)} died")
             time.sleep(POLL_S)
-        raise TimeoutError(f"{group} not drained after {timeout_s}s (lag {self.lag(group)})")
+        pending = [g for g in groups if g not in drained]
+        raise TimeoutError(f"{', '.join(pending)} not drained after {timeout_s}s")
 
 
 @dataclass
