@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME:PATH=VALUE[;PATH=VALUE]",
         help="also measure the fanout configurations (sinks, all3, all, snapshot, latency) with "
         "these worker settings, interleaved with the defaults in every round; PATH is dotted "
-        "(sinks.*.batch.max_wait_ms, kafka.prefetch_kbytes, kafka.extra.fetch.max.bytes), "
+        "(sinks.*.batch.max_wait_ms, kafka.prefetch_max_kbytes, kafka.fetch_max_bytes), "
         "VALUE is JSON; repeatable",
     )
     run.add_argument("--latency-rate", type=int, default=2000, help="events/s of the steady run")
