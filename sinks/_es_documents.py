@@ -170,20 +170,26 @@ def index_action(alias: str, doc_id: str, event: ChangeEvent, now_iso: str) -> d
     }
 
 
-def upsert_document(event: ChangeEvent) -> dict[str, Any]:
+def upsert_document(
+    event: ChangeEvent, values: Callable[[dict[str, Any]], dict[str, Any]] = json_document
+) -> dict[str, Any]:
+    """The document of an upsert; ``values`` makes the row's and key's values JSON-ready."""
     if event.row is None:
         raise MappingError("an upsert event without a row")
-    source = json_document(event.row)
-    for name, value in event.key.items():
-        if name not in source:
-            source[name] = json_value(value)
+    source = values(event.row)
+    for name, value in values(event.key).items():
+        source.setdefault(name, value)
     source[VERSION_FIELD] = event.version
     source[SOURCE_TS_FIELD] = event.source_ts_ms
     return source
 
 
-def tombstone(event: ChangeEvent, now_iso: str) -> dict[str, Any]:
-    source = json_document(event.key)
+def tombstone(
+    event: ChangeEvent,
+    now_iso: str,
+    values: Callable[[dict[str, Any]], dict[str, Any]] = json_document,
+) -> dict[str, Any]:
+    source = values(event.key)
     source[DELETED_FIELD] = True
     source[DELETED_AT_FIELD] = now_iso
     source[VERSION_FIELD] = event.version
@@ -199,34 +205,15 @@ def bulk_lines(alias: str, doc_id: str, event: ChangeEvent, now_iso: str) -> byt
     takes Decimal and bytes as ``json_value`` does. Anything else takes the exact path.
     """
     meta = {"_id": doc_id, "_index": alias, "version": event.version, "version_type": EXTERNAL}
-    source = _tombstone_source(event, now_iso) if event.op is Op.DELETE else _upsert_source(event)
+    # dict copies the values as they are: orjson converts them itself.
+    source = (
+        tombstone(event, now_iso, dict) if event.op is Op.DELETE else upsert_document(event, dict)
+    )
     try:
         body = orjson.dumps(source, default=_orjson_default, option=_ORJSON_OPTIONS)
         return b"%b\n%b\n" % (orjson.dumps({"index": meta}), body)
     except orjson.JSONEncodeError:
         return _exact_lines(index_action(alias, doc_id, event, now_iso))
-
-
-def _upsert_source(event: ChangeEvent) -> dict[str, Any]:
-    """``upsert_document`` with the values left as they are (orjson converts them)."""
-    if event.row is None:
-        raise MappingError("an upsert event without a row")
-    source = dict(event.row)
-    for name, value in event.key.items():
-        if name not in source:
-            source[name] = value
-    source[VERSION_FIELD] = event.version
-    source[SOURCE_TS_FIELD] = event.source_ts_ms
-    return source
-
-
-def _tombstone_source(event: ChangeEvent, now_iso: str) -> dict[str, Any]:
-    source = dict(event.key)
-    source[DELETED_FIELD] = True
-    source[DELETED_AT_FIELD] = now_iso
-    source[VERSION_FIELD] = event.version
-    source[SOURCE_TS_FIELD] = event.source_ts_ms
-    return source
 
 
 def _orjson_default(value: Any) -> Any:
