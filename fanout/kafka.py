@@ -24,6 +24,9 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
         "fetch.min.bytes": 1,
         "queued.max.messages.kbytes": kafka.prefetch_max_kbytes,
         "fetch.max.bytes": kafka.fetch_max_bytes,
+        # A full pre-fetch queue postpones the next fetch by this much (librdkafka: 1 s). With a
+        # small queue that idled the worker: reading a 1 GB topic took 18 s instead of 2.4 s.
+        "fetch.queue.backoff.ms": 10,
     }
     conf.update(kafka.client_config())
     conf.update(
