@@ -45,23 +45,26 @@ def target_as_is(e: ChangeEvent) -> str:
     return check_target("", e.target)
 
 
+# Every logical type's value, and the ones JSON has no number for.
+EVERY_LOGICAL_TYPE: dict[str, Any] = {
+    "price": Decimal("12345678901234567890.0100"),
+    "big": Decimal("1E+3"),
+    "day": dt.date(2024, 2, 29),
+    "at": dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
+    "at_utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    "clock": dt.time(23, 59, 1, 5),
+    "blob": b"\x00\xff",
+    "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+    "doc": {"a": [1, Decimal("2.5")], "b": None},
+    "tags": ["x", "y"],
+    "nan": float("nan"),
+    "inf": float("-inf"),
+    "ok": 1.5,
+}
+
+
 def test_values_become_json_that_keeps_their_meaning() -> None:
-    row = {
-        "price": Decimal("12345678901234567890.0100"),
-        "big": Decimal("1E+3"),
-        "day": dt.date(2024, 2, 29),
-        "at": dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
-        "at_utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-        "clock": dt.time(23, 59, 1, 5),
-        "blob": b"\x00\xff",
-        "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        "doc": {"a": [1, Decimal("2.5")], "b": None},
-        "tags": ["x", "y"],
-        "nan": float("nan"),
-        "inf": float("-inf"),
-        "ok": 1.5,
-    }
-    out = json_document(row)
+    out = json_document(EVERY_LOGICAL_TYPE)
     assert out == {
         "price": "12345678901234567890.0100",  # every digit kept
         "big": "1000",  # plain notation, not 1E+3
@@ -223,19 +226,10 @@ def client_lines(action: dict[str, Any]) -> bytes:
     "row",
     [
         {"id": 7, "name": "x", "n": None, "ok": True, "f": 1.5, "tags": ["a", "b"]},
-        {  # every logical type's value, and the ones JSON has no number for
-            "price": Decimal("12345678901234567890.0100"),
-            "big": Decimal("1E+3"),
+        {
+            **EVERY_LOGICAL_TYPE,
             "nan_decimal": Decimal("NaN"),
-            "day": dt.date(2024, 2, 29),
-            "at": dt.datetime(2024, 1, 2, 3, 4, 5, 678901),
-            "at_utc": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-            "clock": dt.time(23, 59, 1, 5),
-            "blob": b"\x00\xff",
-            "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
             "doc": {"a": [1, Decimal("2.5")], "b": None, "t": (1, "é\u2028\n")},
-            "nan": float("nan"),
-            "inf": float("-inf"),
         },
         {  # what orjson does not take as is: sent as the client would have sent it
             "huge": 2**70,
