@@ -1,7 +1,7 @@
 """The limits a sink is measured against, on the same stream and the same final rows.
 
-* raw consume: confluent-kafka reads every record and ``fanout.envelope.Decoder`` decodes it;
-  nothing is written anywhere;
+* raw consume: confluent-kafka reads every record and
+  ``fanout.debezium.envelope.Decoder`` decodes it; nothing is written anywhere;
 * each target's direct load of the final rows (newest row per key, deletes gone), already in
   memory in the shape the client wants: PostgreSQL ``COPY`` into a fresh table with the primary
   key, Elasticsearch ``helpers.parallel_bulk`` (and ``helpers.bulk``) into a fresh index,
@@ -27,7 +27,7 @@ from psycopg.types.json import Jsonb
 
 from bench import env
 from bench.stream import Stream, spec_of
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
 from fanout.events import Origin
 from tests.support.debezium import TableSpec
 

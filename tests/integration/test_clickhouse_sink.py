@@ -25,8 +25,8 @@ from clickhouse_connect.driver.client import Client
 from fanout.errors import ConfigError, MappingError, RetryableError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
-from sinks._clickhouse_types import quote_identifier
-from sinks.clickhouse import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink
+from sinks.clickhouse.types import quote_identifier
 from tests.integration.conftest import Endpoints
 from tests.support.debezium import (
     DEFAULT_TABLES,
@@ -394,7 +394,7 @@ _LEAN_WRITE = """
 import sys
 from fanout.events import ChangeEvent, Op, Origin
 from fanout.settings import ClickHouseSettings
-from sinks.clickhouse import ClickHouseSink
+from sinks.clickhouse.sink import ClickHouseSink
 
 host, port, database = sys.argv[1:4]
 sink = ClickHouseSink(ClickHouseSettings(host=host, port=int(port), database=database))

@@ -17,10 +17,10 @@ from elasticsearch import ConflictError, Elasticsearch, helpers
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
-from fanout.metrics import STALE_SKIPPED
+from fanout.runtime.metrics import STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
-from sinks._es_documents import json_document
-from sinks.elasticsearch import ElasticsearchSink
+from sinks.elasticsearch.documents import json_document
+from sinks.elasticsearch.sink import ElasticsearchSink
 from tests.integration.conftest import Endpoints
 from tests.support.debezium import (
     CUSTOMERS,

@@ -27,9 +27,9 @@ from elasticsearch import Elasticsearch, helpers
 
 from fanout.errors import RetryableError
 from fanout.events import ChangeEvent, Op, Origin
-from fanout.metrics import EVENTS_WRITTEN
+from fanout.runtime.metrics import EVENTS_WRITTEN
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch import ElasticsearchSink
+from sinks.elasticsearch.sink import ElasticsearchSink
 from tests.support.pipeline import unique, wait_for
 from tests.support.tcp_proxy import TcpProxy
 

@@ -10,8 +10,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import Producer
 
-from fanout.backfill import parse_mark
-from fanout.offsets import KafkaOffsets
+from fanout.ops.backfill import parse_mark
+from fanout.ops.offsets import KafkaOffsets
 from fanout.settings import KafkaSettings
 from tests.integration.ops_support import fanout, start_fanout, write_config
 from tests.integration.runtime_support import (
@@ -226,6 +226,6 @@ def _at(message: Message, timestamp_ms: int) -> Message:
 
 
 def _iso(ms: int) -> str:
-    from fanout.offsets import iso_ms
+    from fanout.ops.offsets import iso_ms
 
     return iso_ms(ms) or ""

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from fanout.backfill import Mark
-from fanout.offsets import KafkaOffsets
+from fanout.ops.backfill import Mark
+from fanout.ops.offsets import KafkaOffsets
 from fanout.settings import KafkaSettings
 from tests.integration.ops_support import fanout, write_config
 from tests.integration.runtime_support import Pipeline, new_pipeline

@@ -21,9 +21,9 @@ from psycopg import sql
 
 from fanout.errors import MappingError, PermanentError, RetryableError
 from fanout.events import ChangeEvent, Column, Op, Origin
-from fanout.metrics import STALE_SKIPPED
+from fanout.runtime.metrics import STALE_SKIPPED
 from fanout.settings import PostgresSettings
-from sinks.postgres import PostgresSink
+from sinks.postgres.sink import PostgresSink
 from tests.support.debezium import DEFAULT_TABLES, Message, expected_state, generate_stream
 
 BOOKKEEPING = ("_fanout_version", "_fanout_updated_at")

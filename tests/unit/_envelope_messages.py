@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
 from fanout.events import ChangeEvent, Origin
 
 TOPIC = "dbserver1.inventory.customers"

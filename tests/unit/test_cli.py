@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fanout.cli import main
+from fanout.cli.main import main
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from fanout.errors import PermanentError, RetryableError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
-from sinks._clickhouse_backends import classify, clickhouse_code, mapped_errors
-from sinks._clickhouse_batch import build_insert, collapse, deduplication_token
-from sinks._clickhouse_catalog import TableSchema
-from sinks._clickhouse_check import check_events
-from sinks._clickhouse_types import table_column_from_catalog
+from sinks.clickhouse.backends import classify, clickhouse_code, mapped_errors
+from sinks.clickhouse.check import check_events
+from sinks.clickhouse.schema import TableSchema
+from sinks.clickhouse.types import table_column_from_catalog
+from sinks.clickhouse.write import build_insert, collapse, deduplication_token
 
 
 def event(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fanout.events import ChangeEvent, Column, Op, Origin
-from sinks._clickhouse_catalog import TableSchema
-from sinks._clickhouse_check import check_events
-from sinks._clickhouse_types import table_column_from_catalog
+from sinks.clickhouse.check import check_events
+from sinks.clickhouse.schema import TableSchema
+from sinks.clickhouse.types import table_column_from_catalog
 
 COLUMNS = (Column("id", "int64", False), Column("n", "int32", False), Column("s", "string"))
 

@@ -9,7 +9,7 @@ import pytest
 
 from fanout.errors import MappingError
 from fanout.events import Column
-from sinks._clickhouse_types import (
+from sinks.clickhouse.types import (
     check_target,
     converter_for,
     mismatch,

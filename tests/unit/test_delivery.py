@@ -5,9 +5,9 @@ from typing import ClassVar
 
 import pytest
 
-from fanout.delivery import Delivery, DeliveryHooks
 from fanout.errors import MappingError, PermanentError, RetryableError
 from fanout.events import ChangeEvent, Failure, Op, Origin
+from fanout.runtime.delivery import Delivery, DeliveryHooks
 from fanout.settings import RetrySettings
 
 

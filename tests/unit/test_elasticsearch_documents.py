@@ -14,7 +14,7 @@ from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
-from sinks._es_documents import (
+from sinks.elasticsearch.documents import (
     bulk_lines,
     collapse,
     document_id,
@@ -22,7 +22,7 @@ from sinks._es_documents import (
     json_document,
     json_value,
 )
-from sinks._es_indices import check_target
+from sinks.elasticsearch.schema import check_target
 
 
 def event(

@@ -16,8 +16,8 @@ from elasticsearch import ApiError
 
 from fanout.errors import MappingError, RetryableError
 from fanout.settings import ElasticsearchSettings
-from sinks._es_errors import Verdict, classify, describe_error, es_errors, item_error
-from sinks.elasticsearch import client_options
+from sinks.elasticsearch.errors import Verdict, classify, describe_error, es_errors, item_error
+from sinks.elasticsearch.sink import client_options
 
 
 def api_error(status: int, kind: str = "some_exception", reason: str = "why") -> ApiError:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fanout._envelope_version import pack_binlog
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
+from fanout.debezium.versions import pack_binlog
 from fanout.events import Op
 from tests.unit._envelope_messages import (
     KAFKA_TS,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
 from fanout.errors import DecodeError
 from tests.unit._envelope_messages import (
     ROW_FIELDS,

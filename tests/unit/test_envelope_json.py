@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
 from fanout.errors import DecodeError
 from fanout.events import Origin
 from tests.unit._envelope_messages import ROW_FIELDS, decoded, envelope, envelope_schema, wrapped

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fanout.envelope import Decoder
+from fanout.debezium.envelope import Decoder
 from fanout.events import ChangeEvent, Op
 from tests.support.debezium import (
     ALL_TABLES,

@@ -2,8 +2,8 @@
 
 from confluent_kafka import Message, TopicPartition
 
-from fanout._messages import next_offsets, origin_of
 from fanout.events import Origin
+from fanout.runtime.messages import next_offsets, origin_of
 
 
 def test_an_origin_carries_position_timestamp_key_value_and_headers_as_bytes() -> None:

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from fanout.metrics import observe_all
+from fanout.runtime.metrics import observe_all
 
 
 def exposition(observe: bool, amounts: list[float]) -> bytes:

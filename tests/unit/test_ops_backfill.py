@@ -2,7 +2,9 @@
 
 import pytest
 
-from fanout.backfill import (
+from fanout.errors import ConfigError
+from fanout.events import ChangeEvent, Op, Origin
+from fanout.ops.backfill import (
     BackfillRequest,
     Mark,
     Plan,
@@ -13,8 +15,6 @@ from fanout.backfill import (
     parse_mark,
     resumed_plan,
 )
-from fanout.errors import ConfigError
-from fanout.events import ChangeEvent, Op, Origin
 from fanout.settings import KafkaSettings, RoutingSettings
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fanout.cli import build_parser, main
+from fanout.cli.main import build_parser, main
 
 
 def parse(*argv: str):  # type: ignore[no-untyped-def]

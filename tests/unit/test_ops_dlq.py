@@ -1,12 +1,12 @@
-"""DLQ entries as `fanout dlq ls/show` read them: the headers fanout/dlq.py writes, filters."""
+"""DLQ entries as `fanout dlq ls/show` read them: the headers the runtime DLQ writes, filters."""
 
 import json
 
 import pytest
 
-from fanout.dlq import dlq_headers
-from fanout.dlq_replay import EntryOutcome, ReplaySummary
-from fanout.dlq_tools import (
+from fanout.errors import MappingError
+from fanout.events import Failure, Origin
+from fanout.ops.dlq import (
     DlqEntry,
     Filters,
     Selected,
@@ -15,8 +15,8 @@ from fanout.dlq_tools import (
     render_detail,
     render_table,
 )
-from fanout.errors import MappingError
-from fanout.events import Failure, Origin
+from fanout.ops.replay import EntryOutcome, ReplaySummary
+from fanout.runtime.dlq import dlq_headers
 
 VALUE = b'{"payload": {"op": "c", "after": {"id": 7}}}'
 

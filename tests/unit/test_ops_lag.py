@@ -1,6 +1,6 @@
 """`fanout lag` output: the JSON shape scripts rely on and the text table."""
 
-from fanout.lag import GroupLag, PartitionLag, render_text
+from fanout.ops.lag import GroupLag, PartitionLag, render_text
 
 
 def report() -> GroupLag:

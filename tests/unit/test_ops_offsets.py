@@ -3,7 +3,7 @@
 import pytest
 
 from fanout.errors import ConfigError
-from fanout.offsets import GroupInfo, Member, ResetPlan, ResetRow, iso_ms, parse_time
+from fanout.ops.offsets import GroupInfo, Member, ResetPlan, ResetRow, iso_ms, parse_time
 
 
 def test_iso_times_without_a_zone_are_utc() -> None:

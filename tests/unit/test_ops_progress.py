@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from fanout.progress import (
+from fanout.ops.progress import (
     ProgressReporter,
     RateMeter,
     eta_seconds,

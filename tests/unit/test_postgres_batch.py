@@ -8,9 +8,9 @@ from typing import Any
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
-from sinks._postgres_batch import Layout, Shapes, collapse, resolve
-from sinks._postgres_catalog import TableInfo
-from sinks._postgres_types import PgColumn
+from sinks.postgres.schema import TableInfo
+from sinks.postgres.staging import Layout, Shapes, collapse, resolve
+from sinks.postgres.types import PgColumn
 
 TABLE = TableInfo(
     schema="s",

@@ -7,8 +7,8 @@ from psycopg import sql
 
 from fanout.errors import MappingError
 from fanout.events import Column
-from sinks._postgres_catalog import tombstone_table_name
-from sinks._postgres_types import PgColumn, check_identifier, describe, fits, pg_type_sql
+from sinks.postgres.schema import tombstone_table_name
+from sinks.postgres.types import PgColumn, check_identifier, describe, fits, pg_type_sql
 
 
 def rendered(column: Column) -> str:

@@ -4,7 +4,7 @@ import pytest
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
-from fanout.routing import Router
+from fanout.runtime.routing import Router
 from fanout.settings import RoutingSettings, TableRoute
 
 

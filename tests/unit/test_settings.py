@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from fanout import kafka as kafka_clients
 from fanout.errors import ConfigError
+from fanout.runtime import kafka as kafka_clients
 from fanout.settings import load_settings, require_subscription
 
 

@@ -15,11 +15,11 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import Message, TopicPartition
 
-from fanout import kafka as kafka_clients
 from fanout.errors import RetryableError
 from fanout.events import ChangeEvent, Failure
+from fanout.runtime import kafka as kafka_clients
+from fanout.runtime.worker import SinkWorker
 from fanout.settings import load_settings
-from fanout.worker import SinkWorker
 from tests.support.debezium import generate_stream
 
 TOPIC = "app.inventory"

@@ -1,0 +1,90 @@
+"""The ``fanout`` command line.
+
+Exit codes scripts can rely on: 0 success, 1 runtime failure, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from fanout.cli import ops as cli_ops
+from fanout.errors import ConfigError
+from fanout.runtime.logs import configure_logging
+from fanout.settings import SINK_NAMES, Settings, load_settings, require_subscription
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        configure_logging(settings.logging)
+        command: Command = args.command
+        return command(args, settings)
+    except ConfigError as exc:
+        print(f"fanout: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fanout",
+        description="Fan Debezium change events from Kafka out to Elasticsearch, ClickHouse "
+        "and PostgreSQL, each sink its own consumer group.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML settings file (default: $FANOUT_CONFIG); FANOUT_* env vars override it",
+    )
+    commands = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    _add_run(commands)
+    _add_check_config(commands)
+    cli_ops.add_commands(commands)  # backfill, dlq, lag, offsets
+    return parser
+
+
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="consume and deliver until SIGTERM/SIGINT",
+        description="Consume the configured topics and keep the sinks in step. Without --sink, "
+        "every enabled sink runs in this process; in production run one sink per process.",
+    )
+    run.add_argument("--sink", choices=SINK_NAMES, help="run only this sink")
+    run.set_defaults(command=_run)
+
+
+def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "check-config",
+        help="validate the settings and print them (secrets masked)",
+        description="Load the YAML file and FANOUT_* env vars, validate them, print the result "
+        "as JSON with secrets masked. Exit 2 naming the bad key if they are invalid.",
+    )
+    check.set_defaults(command=_check_config)
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from fanout.runtime.app import App, run_until_signalled
+
+    names = [args.sink] if args.sink else settings.sinks.enabled()
+    if not names:
+        raise ConfigError("sinks: no sink is enabled; set sinks.<name>.enabled or pass --sink")
+    return run_until_signalled(App(settings, names))
+
+
+def _check_config(_args: argparse.Namespace, settings: Settings) -> int:
+    require_subscription(settings)
+    print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

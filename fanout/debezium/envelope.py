@@ -1,0 +1,306 @@
+"""Kafka message -> ``ChangeEvent``: Debezium JSON envelopes and the flattened form.
+
+Guarantees: ``Decoder.decode`` is deterministic for a message given what the decoder has seen on
+that topic before (only the handling of tombstones depends on that history); it returns a
+``ChangeEvent``, ``None`` for a message that carries nothing to apply (a tombstone made redundant
+by the delete event before it, a heartbeat, a schema-change or transaction-metadata record, a
+logical-decoding message), and raises ``DecodeError`` — and nothing else — for anything it
+cannot decode, with the reason in the message. It never blocks and does no I/O.
+
+Forms (see docs/ENVELOPES.md): JsonConverter output with ``schemas.enable`` true (``schema`` +
+``payload``) or false, for key and value; the full envelope (``before``/``after``/``source``/
+``op``) of the Postgres and MySQL connectors; the ``ExtractNewRecordState`` row with its ``__``
+fields; tombstones. ``version`` comes from the source position, never from the Kafka offset.
+
+Speed: each message costs one JSON parse of its payload and one of its key payload. The
+schema part of a wrapped message is matched by its exact bytes against plans built once per
+distinct schema (``_envelope_json.PlanCache``), so it is neither parsed nor walked again.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from fanout.debezium.framing import PlanCache
+from fanout.debezium.types import EMPTY_PLAN, RowPlan, plan_row
+from fanout.debezium.versions import Position, describe, resolve_version
+from fanout.errors import DecodeError
+from fanout.events import ChangeEvent, Op, Origin
+from fanout.settings import VersionSource
+
+TombstoneMode = Literal["auto", "delete", "skip"]
+
+_UPSERT_OPS = frozenset({"c", "u", "r"})
+_NON_DATA_SCHEMAS = ("Heartbeat", "SchemaChangeValue", "TransactionMetadataValue")
+_MALFORMED = (AttributeError, TypeError, KeyError, IndexError, ValueError, RecursionError)
+# Position fields (as the envelope's source names them) <- ExtractNewRecordState add.fields.
+_FLAT_POSITION = (
+    ("lsn", "__lsn"),
+    ("file", "__file"),
+    ("pos", "__pos"),
+    ("row", "__row"),
+    ("ts_ms", "__source_ts_ms"),
+)
+MISSING_KEY = (
+    "missing key: the message has no key, so the row cannot be identified (a source table "
+    "without a primary key cannot be kept in step; give it one or set the connector's "
+    "message.key.columns)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _ValuePlan:
+    form: Literal["envelope", "flat", "ignore"]
+    row: RowPlan
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyPlan:
+    row: RowPlan
+    table: str | None  # from the key schema's name "<prefix>.<schema>.<table>.Key"
+
+
+def _value_plan(schema: Mapping[str, Any]) -> _ValuePlan:
+    if schema.get("type") != "struct":
+        raise DecodeError(f"value schema is a {schema.get('type')!r}, not a Debezium struct")
+    if str(schema.get("name", "")).endswith(_NON_DATA_SCHEMAS):
+        return _ValuePlan("ignore", EMPTY_PLAN)
+    fields = {field.get("field"): field for field in schema["fields"]}
+    if "op" in fields and ("after" in fields or "before" in fields):
+        return _ValuePlan("envelope", plan_row(fields.get("after") or fields.get("before")))
+    return _ValuePlan("flat", plan_row(schema, skip_meta=True))
+
+
+def _key_plan(schema: Mapping[str, Any]) -> _KeyPlan:
+    parts = str(schema.get("name", "")).split(".")
+    table = f"{parts[-3]}.{parts[-2]}" if len(parts) >= 4 and parts[-1] == "Key" else None
+    return _KeyPlan(plan_row(schema), table)
+
+
+def _schemaless_form(payload: Mapping[str, Any]) -> Literal["envelope", "flat", "ignore"]:
+    if "op" in payload and ("after" in payload or "before" in payload or "source" in payload):
+        return "envelope"
+    if "ddl" in payload or "tableChanges" in payload or payload.keys() == {"ts_ms"}:
+        return "ignore"  # schema change / heartbeat
+    if "status" in payload and "data_collections" in payload:
+        return "ignore"  # transaction metadata
+    return "flat"
+
+
+def _envelope_row(
+    op: Any, payload: dict[str, Any], plan: RowPlan
+) -> tuple[dict[str, Any] | None, Op]:
+    if op == "d":
+        return None, Op.DELETE
+    if op not in _UPSERT_OPS:
+        raise DecodeError(f"unknown op {op!r} (expected one of c, u, r, d, t)")
+    after = payload.get("after")
+    if not isinstance(after, dict):
+        raise DecodeError(f"op {op!r} without an 'after' row")
+    return plan.convert(after), Op.UPSERT
+
+
+def _clock_name(rule: str) -> str:
+    return "LSN/binlog position" if rule == "auto" else rule
+
+
+def table_from_topic(topic: str) -> str:
+    """``<prefix>.<schema>.<table>`` -> ``<schema>.<table>``; shorter names are used as is."""
+    parts = topic.split(".")
+    return ".".join(parts[-2:]) if len(parts) >= 3 else topic
+
+
+class Decoder:
+    """Decodes Kafka messages into change events; one per consumer, reused across batches.
+
+    ``version_source`` maps topic globs to a version source (first match wins, default
+    ``"auto"``). ``tombstones``: ``"auto"`` treats a tombstone as a delete unless this decoder
+    has seen the topic carry its deletes in-band (a full envelope, or a flattened record with
+    ``__deleted``); ``"delete"`` / ``"skip"`` force it.
+    """
+
+    def __init__(
+        self,
+        version_source: Mapping[str, VersionSource] | None = None,
+        tombstones: TombstoneMode = "auto",
+    ) -> None:
+        self._rules = tuple((version_source or {}).items())
+        self._tombstones = tombstones
+        self._topic_rules: dict[str, VersionSource] = {}
+        # topic -> whether its deletes arrive as records of their own (then tombstones are
+        # redundant); absent until a row on the topic has been seen.
+        self._in_band: dict[str, bool] = {}
+        self._clocks: dict[str, str] = {}  # topic -> "position" | "time": what versioned it
+        self._tables: dict[str, set[str]] = {}  # topic -> source tables seen on it (up to 2)
+        self._values = PlanCache("value", _value_plan)
+        self._keys = PlanCache("key", _key_plan)
+
+    def decode(self, origin: Origin) -> ChangeEvent | None:
+        try:
+            return self._decode(origin)
+        except _MALFORMED as exc:
+            raise DecodeError(f"malformed Debezium message: {exc!r}") from exc
+
+    def _decode(self, origin: Origin) -> ChangeEvent | None:
+        key, key_table = self._decode_key(origin.key)
+        if not origin.value:
+            return self._tombstone(origin, key, key_table)
+        plan, payload = self._values.parse(origin.value)
+        if payload is None:
+            return self._tombstone(origin, key, key_table)
+        if not isinstance(payload, dict):
+            raise DecodeError(
+                f"value is not a Debezium change event: a JSON {type(payload).__name__}"
+            )
+        form = plan.form if plan else _schemaless_form(payload)
+        row_plan = plan.row if plan else EMPTY_PLAN
+        if form == "envelope":
+            return self._from_envelope(origin, payload, row_plan, key)
+        if form == "flat":
+            return self._from_flat(origin, payload, row_plan, key)
+        return None
+
+    def _decode_key(self, raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+        if not raw:
+            return None, None
+        plan, payload = self._keys.parse(raw)
+        if payload is None:
+            return None, None
+        if not isinstance(payload, dict):
+            raise DecodeError(f"key is not a JSON object but a JSON {type(payload).__name__}")
+        if plan is None:
+            return payload, None
+        return plan.row.convert(payload), plan.table
+
+    def _from_envelope(
+        self, origin: Origin, payload: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
+    ) -> ChangeEvent | None:
+        op = payload.get("op")
+        if op == "m":
+            return None  # a logical-decoding message: no row
+        source = payload.get("source") or {}
+        table = self._envelope_table(origin.topic, source)
+        if op == "t":
+            key, row, kind = {}, None, Op.TRUNCATE
+        else:
+            row, kind = _envelope_row(op, payload, row_plan)
+            if not key:
+                raise DecodeError(MISSING_KEY)
+            # Only row events show deletes travel in-band (truncates may pass an SMT unflattened).
+            self._in_band[origin.topic] = True
+        version = self._version(origin, source, "source.", flattened=False)
+        ts_ms = source.get("ts_ms")
+        return ChangeEvent(kind, table, key, row, version, ts_ms, origin, row_plan.columns)
+
+    def _from_flat(
+        self, origin: Origin, row: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
+    ) -> ChangeEvent:
+        meta = {name: row.pop(name) for name in [name for name in row if name.startswith("__")]}
+        if not key:
+            raise DecodeError(MISSING_KEY)
+        if "__deleted" in meta:
+            self._in_band[origin.topic] = True
+        else:
+            self._in_band.setdefault(origin.topic, False)
+        table = self._flat_table(origin.topic, meta)
+        position = {name: meta.get(field) for name, field in _FLAT_POSITION}
+        version = self._version(origin, position, "__", flattened=True)
+        source_ts_ms = position["ts_ms"]
+        if meta.get("__deleted") in (True, "true") or meta.get("__op") == "d":
+            return ChangeEvent(
+                Op.DELETE, table, key, None, version, source_ts_ms, origin, row_plan.columns
+            )
+        converted = row_plan.convert(row)
+        return ChangeEvent(
+            Op.UPSERT, table, key, converted, version, source_ts_ms, origin, row_plan.columns
+        )
+
+    def _tombstone(
+        self, origin: Origin, key: dict[str, Any] | None, key_table: str | None
+    ) -> ChangeEvent | None:
+        topic = origin.topic
+        if self._tombstones == "skip" or (self._tombstones == "auto" and self._redundant(topic)):
+            return None
+        if not key:
+            raise DecodeError(f"tombstone: {MISSING_KEY}")
+        rule = self._rule(topic)
+        if rule in ("lsn", "binlog") or self._clocks.get(topic) == "position":
+            raise DecodeError(
+                f"tombstone on topic {topic!r} carries no source position and cannot be ordered "
+                f"against its rows, which are versioned by {_clock_name(rule)}:"
+                " use delete.tombstone.handling.mode=rewrite, version the topic by ts_ms, or set"
+                " kafka.tombstones: skip"
+            )
+        if not origin.timestamp_ms or origin.timestamp_ms <= 0:
+            raise DecodeError("tombstone without a Kafka timestamp to version the delete by")
+        table = key_table or self._only_table(topic)
+        return ChangeEvent(Op.DELETE, table, key, None, origin.timestamp_ms, None, origin)
+
+    def _redundant(self, topic: str) -> bool:
+        in_band = self._in_band.get(topic)
+        if in_band is None:
+            # Guessing either way can go wrong silently: a redundant tombstone taken for a delete
+            # outranks every later row of its key (LSN versus milliseconds), a real delete
+            # taken for redundant leaves the row behind. Say so instead (the DLQ keeps it).
+            raise DecodeError(
+                f"tombstone on topic {topic!r} before any row of that topic since the decoder"
+                " started: cannot tell whether it follows a delete event (full envelopes) or is"
+                " the delete itself (flattened); set kafka.tombstones to skip or delete"
+            )
+        return in_band
+
+    # -- table names ------------------------------------------------------------------------
+
+    def _envelope_table(self, topic: str, source: Mapping[str, Any]) -> str:
+        name, namespace = source.get("table"), source.get("schema") or source.get("db")
+        table = f"{namespace}.{name}" if name and namespace else table_from_topic(topic)
+        return self._seen_table(topic, table)
+
+    def _flat_table(self, topic: str, meta: Mapping[str, Any]) -> str:
+        name, namespace = meta.get("__table"), meta.get("__schema") or meta.get("__db")
+        if not name:
+            table = table_from_topic(topic)
+        elif namespace:
+            table = f"{namespace}.{name}"
+        else:  # the schema from a "<prefix>.<schema>.<table>" topic name, if it is one
+            parts = topic.split(".")
+            table = f"{parts[-2]}.{name}" if len(parts) >= 3 else str(name)
+        return self._seen_table(topic, table)
+
+    def _seen_table(self, topic: str, table: str) -> str:
+        seen = self._tables.setdefault(topic, set())
+        if len(seen) < 2:
+            seen.add(table)
+        return table
+
+    def _only_table(self, topic: str) -> str:
+        seen = self._tables.get(topic, set())
+        if len(seen) > 1:
+            raise DecodeError(
+                f"tombstone on topic {topic!r}, which carries several tables, and its key has no"
+                " schema naming the table: cannot tell which table to delete from"
+            )
+        return next(iter(seen)) if seen else table_from_topic(topic)
+
+    # -- versions ---------------------------------------------------------------------------
+
+    def _rule(self, topic: str) -> VersionSource:
+        rule = self._topic_rules.get(topic)
+        if rule is None:
+            matches = (
+                source for pattern, source in self._rules if fnmatch.fnmatchcase(topic, pattern)
+            )
+            rule = self._topic_rules[topic] = next(matches, "auto")
+        return rule
+
+    def _version(self, origin: Origin, position: Position, prefix: str, flattened: bool) -> int:
+        rule = self._rule(origin.topic)
+        fallback = origin.timestamp_ms if flattened else None
+        version, clock = resolve_version(rule, position, fallback)
+        if version is None:
+            raise DecodeError(describe(rule, prefix, origin.topic, flattened))
+        self._clocks[origin.topic] = clock
+        return version

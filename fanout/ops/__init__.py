@@ -1,0 +1,1 @@
+"""Operator commands: backfill, lag, offsets, DLQ inspection and replay."""

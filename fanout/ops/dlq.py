@@ -1,0 +1,395 @@
+"""Reading a sink's dead-letter queue (``<dlq_prefix>.<sink>``): ``fanout dlq ls`` and ``show``.
+
+Read-only: entries are read without a consumer group from each partition's start up to the
+end offsets seen when the command starts, and nothing is committed. An entry is named by its
+place in the DLQ, ``<partition>:<offset>``. What an entry says comes from the headers
+``fanout/runtime/dlq.py`` writes; the source table is found by decoding the original value with the
+sink's decoder (None when the record does not decode — a ``decode``-stage failure).
+
+Which entries were replayed is kept in the compacted ledger topic
+``<dlq_prefix>.<sink>.replayed`` (written by ``fanout/ops/replay.py``), keyed by the entry's
+``<partition>:<offset>``; an entry counts as replayed only if the ledger also names the same
+``failed_at``, so a DLQ topic deleted and created again (offsets restart) is not mistaken for
+the old one.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from fanout.debezium.envelope import Decoder
+from fanout.errors import DecodeError
+from fanout.events import Origin
+from fanout.ops.offsets import TP, KafkaOffsets, iso_ms
+from fanout.runtime.kafka import dlq_topic, make_consumer
+from fanout.settings import KafkaSettings
+
+LEDGER_SUFFIX = ".replayed"
+MESSAGE_WIDTH = 60
+
+
+def ledger_topic(kafka: KafkaSettings, sink: str) -> str:
+    return dlq_topic(kafka, sink) + LEDGER_SUFFIX
+
+
+def parse_ref(text: str) -> tuple[int, int]:
+    """``3:1200`` -> (3, 1200); a bare offset means partition 0."""
+    partition, _, offset = text.strip().rpartition(":")
+    try:
+        return int(partition or 0), int(offset)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an entry: use <partition>:<offset>, e.g. 0:42") from None
+
+
+@dataclass(frozen=True)
+class DlqEntry:
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode("utf-8", "replace")
+        return None
+
+    def _int(self, name: str) -> int | None:
+        text = self.header(name)
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return None
+
+    @property
+    def stage(self) -> str:
+        return self.header("fanout.error.stage") or "?"
+
+    @property
+    def error_class(self) -> str:
+        return self.header("fanout.error.class") or "?"
+
+    @property
+    def error_message(self) -> str:
+        return self.header("fanout.error.message") or ""
+
+    @property
+    def attempts(self) -> int:
+        return self._int("fanout.attempts") or 0
+
+    @property
+    def failed_at_ms(self) -> int | None:
+        return self._int("fanout.failed_at") or self.timestamp_ms
+
+    def origin(self) -> Origin:
+        """The original record as the sink first saw it (headers keep the attempt count)."""
+        return Origin(
+            topic=self.header("fanout.origin.topic") or "",
+            partition=self._int("fanout.origin.partition") or 0,
+            offset=self._int("fanout.origin.offset") or 0,
+            timestamp_ms=self._int("fanout.origin.timestamp"),
+            key=self.key,
+            value=self.value,
+            headers=self.headers,
+        )
+
+    def summary(self, table: str | None, replayed: bool) -> dict[str, Any]:
+        origin = self.origin()
+        return {
+            "entry": self.ref,
+            "partition": self.partition,
+            "offset": self.offset,
+            "failed_at": iso_ms(self.failed_at_ms),
+            "failed_at_ms": self.failed_at_ms,
+            "stage": self.stage,
+            "error_class": self.error_class,
+            "error": self.error_message,
+            "attempts": self.attempts,
+            "table": table,
+            "origin": {
+                "topic": origin.topic,
+                "partition": origin.partition,
+                "offset": origin.offset,
+                "timestamp": iso_ms(origin.timestamp_ms),
+            },
+            "replayed": replayed,
+        }
+
+    def detail(self, table: str | None, replayed: bool) -> dict[str, Any]:
+        return {
+            **self.summary(table, replayed),
+            "headers": {key: value.decode("utf-8", "replace") for key, value in self.headers},
+            "key": _readable(self.key),
+            "value": _readable(self.value),
+        }
+
+
+def _readable(raw: bytes | None) -> Any:
+    """JSON as the structure it holds, other text as a string, other bytes as their repr."""
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(raw)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+def read_bounded(kafka: KafkaSettings, topic: str, offsets: KafkaOffsets) -> Iterator[Message]:
+    """Every record of ``topic`` below the end offsets it has now, partition by partition."""
+    partitions = offsets.partitions([topic])
+    ends = offsets.ends(partitions)
+    starts = offsets.starts(partitions)
+    pending = {tp: ends[tp] for tp in partitions if ends[tp] > starts[tp]}
+    if not pending:
+        return
+    consumer = make_consumer(
+        kafka, f"{kafka.group_prefix}-dlq-reader", **{"enable.partition.eof": True}
+    )
+    try:
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in pending])
+        yield from _drain(consumer, pending, offsets.timeout_s)
+    finally:
+        consumer.close()
+
+
+def _reader(kafka: KafkaSettings) -> Consumer:
+    """A consumer that never joins its group: partitions are assigned, nothing is committed."""
+    return make_consumer(
+        kafka, f"{kafka.group_prefix}-dlq-reader", **{"enable.partition.eof": True}
+    )
+
+
+def _drain(consumer: Consumer, pending: dict[TP, int], stall_s: float) -> Iterator[Message]:
+    deadline = time.monotonic() + stall_s
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading stalled for {stall_s}s; left: {sorted(pending)}")
+        for message in consumer.consume(500, timeout=1.0):
+            tp = (message.topic() or "", message.partition() or 0)
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(f"reading {tp[0]}: {error.str()}")
+            deadline = time.monotonic() + stall_s
+            if error is None and (message.offset() or 0) < pending.get(tp, -1):
+                yield message
+            offset = (message.offset() or 0) + (0 if error is not None else 1)
+            if tp in pending and offset >= pending[tp]:
+                del pending[tp]
+
+
+def read_entries(kafka: KafkaSettings, sink: str, offsets: KafkaOffsets) -> Iterator[DlqEntry]:
+    for message in read_bounded(kafka, dlq_topic(kafka, sink), offsets):
+        yield _entry(message)
+
+
+def read_entry(
+    kafka: KafkaSettings, sink: str, ref: tuple[int, int], offsets: KafkaOffsets
+) -> DlqEntry | None:
+    """The entry at ``<partition>:<offset>``, None if there is none."""
+    topic = dlq_topic(kafka, sink)
+    tp = (topic, ref[0])
+    if tp not in offsets.partitions([topic]) or ref[1] >= offsets.ends([tp])[tp]:
+        return None
+    consumer = _reader(kafka)
+    try:
+        consumer.assign([TopicPartition(topic, ref[0], ref[1])])
+        for message in _drain(consumer, {tp: ref[1] + 1}, offsets.timeout_s):
+            if message.offset() == ref[1]:
+                return _entry(message)
+        return None
+    finally:
+        consumer.close()
+
+
+def _entry(message: Message) -> DlqEntry:
+    kind, ts = message.timestamp()
+    return DlqEntry(
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=message.key(),
+        value=message.value(),
+        headers=_headers(message),
+        timestamp_ms=ts if kind != 0 and ts >= 0 else None,
+    )
+
+
+def _headers(message: Message) -> tuple[tuple[str, bytes], ...]:
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return tuple((key, _bytes(value)) for key, value in pairs)
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return b"" if value is None else str(value).encode()
+
+
+def read_ledger(kafka: KafkaSettings, sink: str, offsets: KafkaOffsets) -> dict[str, int | None]:
+    """Replayed entries: ``<partition>:<offset>`` -> the ``failed_at`` they had (newest wins)."""
+    replayed: dict[str, int | None] = {}
+    for message in read_bounded(kafka, ledger_topic(kafka, sink), offsets):
+        key = (message.key() or b"").decode()
+        try:
+            replayed[key] = json.loads(message.value() or b"{}").get("failed_at_ms")
+        except (ValueError, AttributeError):
+            continue
+    return replayed
+
+
+def is_replayed(entry: DlqEntry, ledger: dict[str, int | None]) -> bool:
+    return entry.ref in ledger and ledger[entry.ref] == entry.failed_at_ms
+
+
+# -- selecting ---------------------------------------------------------------------------------
+
+
+class TableResolver:
+    """The source table of an entry, from its original key and value."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._decoder = Decoder(kafka.version_source, tombstones=kafka.tombstones)
+
+    def table_of(self, entry: DlqEntry) -> str | None:
+        try:
+            event = self._decoder.decode(entry.origin())
+        except DecodeError:
+            return None
+        return None if event is None else event.table
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which entries a command takes; every given filter must match (empty = any)."""
+
+    error_classes: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()  # globs on schema.table
+    since_ms: int | None = None  # on failed_at
+    until_ms: int | None = None
+    entries: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+    pending_only: bool = False
+
+    def matches(self, entry: DlqEntry, table: str | None, replayed: bool) -> bool:
+        failed_at = entry.failed_at_ms or 0
+        checks = (
+            not self.entries or (entry.partition, entry.offset) in self.entries,
+            not self.error_classes or entry.error_class in self.error_classes,
+            not self.stages or entry.stage in self.stages,
+            not self.tables or _table_matches(table, self.tables),
+            self.since_ms is None or failed_at >= self.since_ms,
+            self.until_ms is None or failed_at < self.until_ms,
+            not (self.pending_only and replayed),
+        )
+        return all(checks)
+
+
+def _table_matches(table: str | None, globs: tuple[str, ...]) -> bool:
+    return table is not None and any(fnmatch.fnmatchcase(table, glob) for glob in globs)
+
+
+@dataclass(frozen=True)
+class Selected:
+    entry: DlqEntry
+    table: str | None
+    replayed: bool
+
+
+def select(
+    entries: Iterable[DlqEntry],
+    filters: Filters,
+    resolver: TableResolver,
+    ledger: dict[str, int | None],
+) -> Iterator[Selected]:
+    for entry in entries:
+        replayed = is_replayed(entry, ledger)
+        table = resolver.table_of(entry)
+        if filters.matches(entry, table, replayed):
+            yield Selected(entry, table, replayed)
+
+
+# -- text output -------------------------------------------------------------------------------
+
+_COLUMNS = (
+    "ENTRY",
+    "FAILED AT",
+    "STAGE",
+    "ERROR CLASS",
+    "ATT",
+    "TABLE",
+    "ORIGIN",
+    "REPLAYED",
+    "MESSAGE",
+)
+
+
+def render_table(rows: list[Selected]) -> str:
+    cells = [_COLUMNS] + [_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
+    )
+
+
+def _cells(row: Selected) -> tuple[str, ...]:
+    entry, origin = row.entry, row.entry.origin()
+    message = " ".join(entry.error_message.split())
+    if len(message) > MESSAGE_WIDTH:
+        message = message[: MESSAGE_WIDTH - 1] + "…"
+    return (
+        entry.ref,
+        iso_ms(entry.failed_at_ms) or "-",
+        entry.stage,
+        entry.error_class,
+        str(entry.attempts),
+        row.table or "-",
+        f"{origin.topic}[{origin.partition}]@{origin.offset}",
+        "yes" if row.replayed else "no",
+        message,
+    )
+
+
+def render_detail(row: Selected) -> str:
+    detail = row.entry.detail(row.table, row.replayed)
+    lines = [f"entry {detail['entry']} of the DLQ"]
+    for name in ("failed_at", "stage", "error_class", "attempts", "table", "replayed"):
+        lines.append(f"  {name}: {detail[name]}")
+    origin = detail["origin"]
+    lines.append(
+        f"  origin: {origin['topic']}[{origin['partition']}]@{origin['offset']} "
+        f"({origin['timestamp'] or 'no timestamp'})"
+    )
+    lines.append(f"  error: {detail['error']}")
+    lines.append("headers:")
+    lines.extend(f"  {key}: {value}" for key, value in detail["headers"].items())
+    lines.append("key:")
+    lines.append(_indent(json.dumps(detail["key"], indent=2, ensure_ascii=False)))
+    lines.append("value:")
+    lines.append(_indent(json.dumps(detail["value"], indent=2, ensure_ascii=False)))
+    return "\n".join(lines)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())

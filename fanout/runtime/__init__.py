@@ -1,0 +1,2 @@
+"""The runtime: consumer loop, delivery (retries, bisection), routing, DLQ, Kafka clients,
+health and metrics."""

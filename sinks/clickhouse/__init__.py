@@ -1,0 +1,5 @@
+"""The clickhouse sink."""
+
+from sinks.clickhouse.sink import ClickHouseSink
+
+__all__ = ["ClickHouseSink"]

@@ -1,0 +1,5 @@
+"""The elasticsearch sink."""
+
+from sinks.elasticsearch.sink import ElasticsearchSink
+
+__all__ = ["ElasticsearchSink"]

@@ -1,0 +1,186 @@
+"""Indices, aliases and the meta index of the Elasticsearch sink.
+
+Package-private helper of ``sinks.elasticsearch.sink``. For a target ``T`` and prefix ``P``:
+
+* ``P T.fanout`` is the physical index. It holds live documents and tombstones (deletes).
+* ``P T`` is an alias of it with the filter ``must_not term _fanout_deleted: true``: searches
+  through it never see tombstones. The sink writes through the alias too (``require_alias``),
+  so a deleted index is never auto-created without its alias.
+* ``P fanout.meta`` holds one document per truncated target, id = target,
+  ``truncate_version`` written with ``external_gte``: events older than it are dropped.
+
+Callers wrap these calls in ``sinks.elasticsearch.errors.es_errors``.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from typing import Any
+
+from elasticsearch import BadRequestError, Elasticsearch
+
+from fanout.errors import MappingError
+from fanout.settings import ElasticsearchSettings
+from sinks.elasticsearch.cleanup import delete_matching
+from sinks.elasticsearch.documents import (
+    DELETED_AT_FIELD,
+    DELETED_FIELD,
+    SOURCE_TS_FIELD,
+    VERSION_FIELD,
+)
+
+PHYSICAL_SUFFIX = ".fanout"
+META_INDEX = "fanout.meta"
+MAX_INDEX_NAME_BYTES = 255
+FANOUT_PROPERTIES: dict[str, Any] = {
+    VERSION_FIELD: {"type": "long"},
+    SOURCE_TS_FIELD: {"type": "long"},
+    DELETED_FIELD: {"type": "boolean"},
+    DELETED_AT_FIELD: {"type": "date"},
+}
+HIDE_TOMBSTONES: dict[str, Any] = {"bool": {"must_not": {"term": {DELETED_FIELD: True}}}}
+_META_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {"truncate_version": {"type": "long"}, "truncated_at": {"type": "date"}},
+}
+_INVALID_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+
+
+def check_target(prefix: str, target: str) -> str:
+    """``target`` if it makes valid index/alias names, else MappingError saying why."""
+    if not target:
+        raise MappingError("the event has no target index")
+    if _INVALID_NAME.search(target):
+        raise MappingError(
+            f"target {target!r} is not a valid index name: lowercase, no spaces and none of "
+            '\\ / * ? " < > | , # : (set routing.tables.<table>.target)'
+        )
+    if not prefix and target.startswith(("_", "-", "+", ".")):
+        raise MappingError(f"target {target!r} must not start with _, -, + or .")
+    if target.endswith(PHYSICAL_SUFFIX) or target == META_INDEX:
+        raise MappingError(f"target {target!r} is reserved ({PHYSICAL_SUFFIX} / {META_INDEX})")
+    if len((prefix + target + PHYSICAL_SUFFIX).encode()) > MAX_INDEX_NAME_BYTES:
+        raise MappingError(f"target {target!r} makes an index name over 255 bytes")
+    return target
+
+
+class Indices:
+    """Creates and verifies each target's index + alias once per process; truncates; purges."""
+
+    def __init__(self, client: Elasticsearch, settings: ElasticsearchSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._prefix = settings.index_prefix
+        self._ready: set[str] = set()
+
+    def alias(self, target: str) -> str:
+        return self._prefix + target
+
+    def physical(self, target: str) -> str:
+        return self._prefix + target + PHYSICAL_SUFFIX
+
+    @property
+    def meta(self) -> str:
+        return self._prefix + META_INDEX
+
+    @property
+    def known_targets(self) -> list[str]:
+        return sorted(self._ready)
+
+    def ensure(self, target: str) -> None:
+        """Create the index with its alias, or make sure an existing one has both."""
+        if target in self._ready:
+            return
+        try:
+            self._client.indices.create(
+                index=self.physical(target),
+                settings=self._settings.index_settings or None,
+                mappings=self.mappings(),
+                aliases={self.alias(target): {"filter": HIDE_TOMBSTONES}},
+            )
+        except BadRequestError as exc:
+            if exc.error != "resource_already_exists_exception":
+                raise
+            self._complete_existing(target)
+        self._ready.add(target)
+
+    def forget(self, target: str) -> None:
+        """Verify ``target`` again on next use (its alias or index went missing)."""
+        self._ready.discard(target)
+
+    def mappings(self) -> dict[str, Any]:
+        mappings = copy.deepcopy(self._settings.mappings)
+        mappings["properties"] = {**mappings.get("properties", {}), **FANOUT_PROPERTIES}
+        return mappings
+
+    def _complete_existing(self, target: str) -> None:
+        index = self.physical(target)
+        self._client.indices.put_mapping(index=index, properties=FANOUT_PROPERTIES)
+        self._client.indices.put_alias(index=index, name=self.alias(target), filter=HIDE_TOMBSTONES)
+
+    def ensure_meta(self) -> None:
+        try:
+            self._client.indices.create(
+                index=self.meta,
+                settings={"number_of_shards": 1, "auto_expand_replicas": "0-1"},
+                mappings=_META_MAPPINGS,
+            )
+        except BadRequestError as exc:
+            if exc.error != "resource_already_exists_exception":
+                raise
+
+    def truncate_floors(self, targets: list[str]) -> dict[str, int]:
+        """The recorded truncate version per target (targets never truncated are absent)."""
+        if not targets:
+            return {}
+        response = self._client.mget(index=self.meta, ids=targets, realtime=True)
+        return {
+            doc["_id"]: int(doc["_source"]["truncate_version"])
+            for doc in response["docs"]
+            if doc.get("found")
+        }
+
+    def record_truncate(self, target: str, version: int) -> None:
+        """Remember the truncate; an older one (a replay) does not lower it."""
+        self._client.options(ignore_status=409).index(
+            index=self.meta,
+            id=target,
+            document={"truncate_version": version, "truncated_at": _now_iso()},
+            version=version,
+            version_type="external_gte",
+            refresh=False,
+        )
+
+    def delete_older_than(self, target: str, version: int) -> int:
+        """Delete documents and tombstones older than ``version`` (a truncate); newer stay."""
+        index = self.physical(target)
+        self._client.indices.refresh(index=index)  # the scroll sees only refreshed documents
+        query = {"range": {VERSION_FIELD: {"lt": version}}}
+        deleted = delete_matching(self._client, index, query)
+        self._client.indices.refresh(index=index)
+        return deleted
+
+    def purge_tombstones(
+        self, targets: list[str], older_than: dt.timedelta, limit: int | None = None
+    ) -> int:
+        """Delete up to ``limit`` tombstones written more than ``older_than`` ago."""
+        if not targets:
+            return 0
+        cutoff = (dt.datetime.now(dt.UTC) - older_than).isoformat()
+        indices = ",".join(self.physical(target) for target in targets)
+        self._client.indices.refresh(index=indices, ignore_unavailable=True)
+        query = {
+            "bool": {
+                "filter": [
+                    {"term": {DELETED_FIELD: True}},
+                    {"range": {DELETED_AT_FIELD: {"lt": cutoff}}},
+                ]
+            }
+        }
+        return delete_matching(self._client, indices, query, limit)
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()

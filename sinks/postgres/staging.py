@@ -1,0 +1,377 @@
+"""Turning one target's events into staged rows: validation per event shape, then collapse.
+
+Package-private helper of ``sinks.postgres.sink``; no I/O here. Events of the same *shape* (op, key
+names, row names, declared columns, Python value types) map onto the table the same way, so
+the work of checking names and type fit is done once per shape and cached as a
+:class:`Layout`. Collapse keeps the newest event per key (ties: the later one in the batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from json import dumps as json_text
+from types import NoneType
+from typing import Any, NamedTuple
+
+import orjson
+from psycopg import sql
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Column, Op
+from sinks.base.columns import infer_column
+from sinks.postgres import sql as q
+from sinks.postgres.schema import TableInfo
+from sinks.postgres.types import (
+    BINARY_DELETE_FLAG,
+    BINARY_VERSION,
+    BinaryColumn,
+    PgColumn,
+    binary_column,
+    check_identifier,
+    describe,
+    fits,
+    pg_type_sql,
+)
+
+Shape = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, eq=False)  # identity hash: used as a dict key per event
+class Layout:
+    """How events of one shape become rows of the staging table."""
+
+    columns: tuple[str, ...]  # COPY column list, bookkeeping columns last
+    is_delete: bool = False
+    take: tuple[int, ...] | None = None  # positions of row values to stage; None = all
+    extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
+    json: tuple[int, ...] = ()  # staged positions sent as JSON text
+    binary: tuple[BinaryColumn, ...] | None = None  # per column; None: text COPY only
+    # Value type combinations seen to fit ``binary`` (rows repeat a few, batch after batch).
+    _fitting: set[tuple[type, ...]] = field(default_factory=set, repr=False)
+
+    def rows(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
+        """The staged rows for ``events`` (all of this layout) in text form."""
+        return self.stage(events, binary=False).rows
+
+    def stage(self, events: Sequence[ChangeEvent], *, binary: bool = True) -> Staged:
+        """The staged rows for ``events``, for binary COPY if every value allows it."""
+        rows = self._values(events)
+        types = self._binary_types(rows) if binary else None
+        if self.json:
+            encode = _json_bytes if types is not None else _json_str
+            for row in rows:
+                for i in self.json:
+                    if row[i] is not None:
+                        row[i] = encode(row[i])
+        return Staged(rows, types)
+
+    def values(self, event: ChangeEvent) -> list[Any]:
+        """The staged row for one event (text form)."""
+        return self.rows([event])[0]
+
+    def _values(self, events: Sequence[ChangeEvent]) -> list[list[Any]]:
+        if self.is_delete:
+            return [[*event.key.values(), event.version, True] for event in events]
+        if self.take is None and not self.extra_key:
+            return [[*(event.row or {}).values(), event.version] for event in events]
+        return [self._picked(event) for event in events]
+
+    def _picked(self, event: ChangeEvent) -> list[Any]:
+        values = [*(event.row or {}).values()]
+        if self.take is not None:
+            values = [values[i] for i in self.take]
+        values += [event.key[name] for name in self.extra_key]
+        values.append(event.version)
+        return values
+
+    def _binary_types(self, rows: list[list[Any]]) -> tuple[str, ...] | None:
+        """The COPY types if every value has its column's exact type and passes its check."""
+        columns = self.binary
+        if columns is None:
+            return None
+        fitting = self._fitting
+        if len(fitting) > 4096:
+            fitting.clear()
+        for row in rows:
+            types = tuple(map(type, row))
+            if types not in fitting:
+                if not all(map(_type_fits, types, columns)):
+                    return None
+                fitting.add(types)
+        for i, column in enumerate(columns):
+            if column.check is not None:
+                values = [value for row in rows if (value := row[i]) is not None]
+                if values and not column.check(values):
+                    return None
+        return tuple(column.type_name for column in columns)
+
+
+class Staged(NamedTuple):
+    """One layout's rows as they go into COPY."""
+
+    rows: list[list[Any]]
+    types: tuple[str, ...] | None  # binary COPY with these types; None: text COPY
+
+
+def _type_fits(value_type: type, column: BinaryColumn) -> bool:
+    return value_type is NoneType or column.kinds is None or value_type in column.kinds
+
+
+def _json_bytes(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # integers beyond 64 bits: the standard library writes them
+        return json_text(value).encode()
+
+
+def _json_str(value: Any) -> str:
+    # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and the text
+    # dumper skips psycopg's per-value Jsonb wrapper.
+    return _json_bytes(value).decode()
+
+
+@dataclass(slots=True)
+class Resolution:
+    """The outcome of checking one shape against the table."""
+
+    layout: Layout | None = None
+    error: MappingError | None = None
+    new_columns: list[tuple[str, sql.Composable]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Collapsed:
+    """One target's batch after validation and collapse."""
+
+    rows: dict[Layout, Staged] = field(default_factory=dict)
+    upserts: int = 0
+    deletes: int = 0
+    truncate_version: int | None = None
+    truncates: int = 0
+    superseded: int = 0
+    failed: list[tuple[ChangeEvent, MappingError]] = field(default_factory=list)
+
+
+class _Declared(NamedTuple):
+    columns: tuple[Column, ...]
+    token: int  # equal column tuples get equal tokens
+    names: tuple[str, ...] | None  # None when nothing is declared
+
+
+class Shapes:
+    """Computes an event's shape cheaply.
+
+    Declared columns are folded into a small token: looked up by the identity of the
+    ``event.columns`` tuple first (decoders reuse one tuple per schema), by value otherwise.
+    A row carrying exactly the declared columns maps the same way whatever its values, so its
+    shape leaves the value types out.
+    """
+
+    _MAX_IDS = 4096
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, _Declared] = {}
+        self._by_value: dict[tuple[Column, ...], int] = {}
+
+    def of(self, event: ChangeEvent) -> Shape:
+        columns = event.columns
+        known = self._by_id.get(id(columns))
+        if known is None or known.columns is not columns:
+            known = self._remember(columns)
+        row = event.row
+        if row is None:
+            return (event.op, known.token, tuple(event.key))
+        names = tuple(row)
+        if names == known.names:
+            return (event.op, known.token, tuple(event.key))
+        return (event.op, known.token, tuple(event.key), names, tuple(map(type, row.values())))
+
+    def _remember(self, columns: tuple[Column, ...]) -> _Declared:
+        token = self._by_value.setdefault(columns, len(self._by_value))
+        if len(self._by_id) >= self._MAX_IDS:
+            self._by_id.clear()
+        # Holding the tuple keeps its id from being reused by another object.
+        names = tuple(column.name for column in columns) if columns else None
+        known = self._by_id[id(columns)] = _Declared(columns, token, names)
+        return known
+
+
+def creation_columns(event: ChangeEvent) -> list[Column]:
+    """Columns a new table gets from its first event: known types only, valid names only."""
+    declared = {column.name: column for column in event.columns}
+    values = {**event.key, **(event.row or {})}
+    columns = []
+    for name, value in values.items():
+        if _name_error(name) is not None:
+            continue
+        if name in declared:
+            columns.append(declared[name])
+        elif value is not None:
+            columns.append(infer_column(name, value))
+    return columns
+
+
+def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolution:
+    """Check one event (standing for its shape) against the table."""
+    try:
+        _check_key(info, key, event)
+        if event.op is Op.DELETE:
+            return Resolution(layout=_delete_layout(info, event))
+        return _resolve_upsert(info, key, event)
+    except MappingError as exc:
+        return Resolution(error=exc)
+
+
+def collapse(
+    events: Sequence[ChangeEvent], layouts: Sequence[Layout | None], key: tuple[str, ...]
+) -> Collapsed:
+    """Stage the newest event per key (ties: the later one in the batch) and note truncates.
+
+    ``layouts[i]`` is None for events that failed validation: they take no part, so an older
+    valid event of the same key is still applied. Every other event has exactly the key
+    columns ``key`` (validation checked), possibly in another order. Events with a NULL or
+    unhashable key value fail here (``Collapsed.failed``).
+    """
+    out = Collapsed()
+    # ident -> (version, event, layout) of the newest event so far
+    newest: dict[tuple[Any, ...], tuple[int, ChangeEvent, Layout]] = {}
+    considered = 0
+    truncate = Op.TRUNCATE
+    for event, layout in zip(events, layouts, strict=True):
+        if event.op is truncate:
+            out.truncates += 1
+            out.truncate_version = max(event.version, out.truncate_version or event.version)
+            continue
+        if layout is None:
+            continue
+        keys = event.key
+        if len(keys) == 1 or tuple(keys) == key:
+            ident = tuple(keys.values())
+        else:
+            ident = tuple(keys[name] for name in key)
+        try:
+            previous = newest.get(ident)
+        except TypeError:  # a dict or list as a key value
+            previous, ident = None, (None,)
+        if None in ident:
+            out.failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
+            continue
+        considered += 1
+        if previous is None or event.version >= previous[0]:
+            newest[ident] = (event.version, event, layout)
+    _stage(out, newest.values())
+    out.superseded = considered - len(newest)
+    return out
+
+
+def _delete_layout(info: TableInfo, event: ChangeEvent) -> Layout:
+    return Layout(
+        columns=(*event.key, q.VERSION, q.DELETE_FLAG),
+        is_delete=True,
+        binary=_binary_columns(info, event.key, (BINARY_VERSION, BINARY_DELETE_FLAG)),
+    )
+
+
+def _binary_columns(
+    info: TableInfo, names: Iterable[str], bookkeeping: tuple[BinaryColumn, ...]
+) -> tuple[BinaryColumn, ...] | None:
+    """Each staged column's binary form; None if one of them has none."""
+    columns = [binary_column(info.columns[name]) for name in names]
+    if None in columns:
+        return None
+    return (*(column for column in columns if column is not None), *bookkeeping)
+
+
+def _stage(out: Collapsed, survivors: Iterable[tuple[int, ChangeEvent, Layout]]) -> None:
+    by_layout: dict[Layout, list[ChangeEvent]] = {}
+    for _, event, layout in survivors:
+        by_layout.setdefault(layout, []).append(event)
+    for layout, events in by_layout.items():
+        out.rows[layout] = layout.stage(events)
+        if layout.is_delete:
+            out.deletes += len(events)
+        else:
+            out.upserts += len(events)
+
+
+def _check_key(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> None:
+    for name in event.key:
+        _raise_name_error(name)
+    if frozenset(event.key) != frozenset(key):
+        raise MappingError(
+            f"key columns ({', '.join(event.key)}) do not match the key of table "
+            f"{info.name} ({', '.join(key)})"
+        )
+
+
+def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolution:
+    row = event.row or {}
+    declared = {column.name: column for column in event.columns}
+    take: list[int] = []
+    json: list[int] = []
+    new_columns: list[tuple[str, sql.Composable]] = []
+    for position, (name, value) in enumerate(row.items()):
+        _raise_name_error(name)
+        target = info.columns.get(name)
+        if target is not None and target.generated:
+            continue  # computed by PostgreSQL from the other columns
+        if target is None:
+            if name in declared or value is not None:
+                column = declared.get(name) or infer_column(name, value)
+                new_columns.append((name, pg_type_sql(column)))
+            continue
+        _check_fit(name, declared.get(name), value, target)
+        if target.is_json and (name in declared or not isinstance(value, str)):
+            json.append(len(take))
+        take.append(position)
+    if new_columns:
+        return Resolution(new_columns=new_columns)
+    return Resolution(layout=_upsert_layout(info, row, event, take, json))
+
+
+def _upsert_layout(
+    info: TableInfo,
+    row: dict[str, Any],
+    event: ChangeEvent,
+    take: list[int],
+    json: list[int],
+) -> Layout:
+    names = list(row)
+    staged = [names[i] for i in take]
+    extra_key = tuple(name for name in event.key if name not in row)
+    return Layout(
+        columns=(*staged, *extra_key, q.VERSION),
+        take=None if len(take) == len(names) else tuple(take),
+        extra_key=extra_key,
+        json=tuple(json),
+        binary=_binary_columns(info, (*staged, *extra_key), (BINARY_VERSION,)),
+    )
+
+
+def _check_fit(name: str, declared: Column | None, value: Any, target: PgColumn) -> None:
+    if declared is not None:
+        column, inferred = declared, False
+    elif value is None:
+        return  # NULL fits every column
+    else:
+        column, inferred = infer_column(name, value), True
+    if not fits(column, target, inferred=inferred):
+        raise MappingError(
+            f"column {name}: source type {describe(column)} does not fit target column type "
+            f"{target.type_sql}"
+        )
+
+
+def _name_error(name: str) -> MappingError | None:
+    try:
+        _raise_name_error(name)
+    except MappingError as exc:
+        return exc
+    return None
+
+
+def _raise_name_error(name: str) -> None:
+    check_identifier(name, "column")
+    if name.startswith(q.RESERVED_PREFIX):
+        raise MappingError(f"column {name}: names starting with {q.RESERVED_PREFIX} are reserved")

@@ -1,0 +1,294 @@
+"""Logical column types -> PostgreSQL types, and which existing column types an event fits.
+
+Package-private helper of ``sinks.postgres.sink``. Two directions:
+
+* creating a column: :func:`pg_type_sql` names the PostgreSQL type for a logical type;
+* writing into an existing column: :func:`fits` says whether the event's value can go there
+  without changing its meaning. Declared types (from the Debezium schema) are held to the exact
+  type or a lossless widening; inferred types (no schema) only say what Python value arrived,
+  so they are matched by family (any integer column takes an ``int``; PostgreSQL still rejects
+  an out-of-range value, which then fails the batch and is found by bisection).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from operator import attrgetter
+from types import NoneType
+from typing import Any
+
+import psycopg
+from psycopg import postgres, sql
+from psycopg.adapt import Buffer, Dumper
+from psycopg.pq import Format
+
+from fanout.errors import MappingError
+from fanout.events import Column
+
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
+
+# Column type names in the create direction, by logical type (decimal and array are built).
+_CREATE_TYPES = {
+    "boolean": "boolean",
+    "int16": "smallint",
+    "int32": "integer",
+    "int64": "bigint",
+    "float32": "real",
+    "float64": "double precision",
+    "decimal": "numeric",
+    "string": "text",
+    "bytes": "bytea",
+    "uuid": "uuid",
+    "date": "date",
+    "time": "time",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "json": "jsonb",
+}
+
+_TEXT = frozenset({"text", "varchar", "bpchar"})
+_JSON = frozenset({"jsonb", "json"})
+
+# Declared logical type -> base type names (pg_type.typname) of columns it may be written into.
+# Widening is allowed only where no value can change: smaller ints into larger ints or numeric,
+# float32 into double precision, uuid into text.
+_DECLARED_FITS: dict[str, frozenset[str]] = {
+    "boolean": frozenset({"bool"}),
+    "int16": frozenset({"int2", "int4", "int8", "numeric"}),
+    "int32": frozenset({"int4", "int8", "numeric"}),
+    "int64": frozenset({"int8", "numeric"}),
+    "float32": frozenset({"float4", "float8"}),
+    "float64": frozenset({"float8"}),
+    "decimal": frozenset({"numeric"}),
+    "string": _TEXT,
+    "bytes": frozenset({"bytea"}),
+    "uuid": frozenset({"uuid"}) | _TEXT,
+    "date": frozenset({"date"}),
+    "time": frozenset({"time"}),
+    "timestamp": frozenset({"timestamp"}),
+    "timestamptz": frozenset({"timestamptz"}),
+    "json": _JSON,
+}
+
+# Inferred logical type (what ``sinks.base.columns.infer_column`` made of a Python value) ->
+# the columns that value may go into; PostgreSQL parses the text form the COPY sends.
+_INFERRED_FITS: dict[str, frozenset[str]] = {
+    **_DECLARED_FITS,
+    "int64": frozenset({"int2", "int4", "int8", "numeric"}),
+    "float64": frozenset({"float4", "float8", "numeric"}),
+    # A string without a schema may be any textual encoding Debezium uses (ISO dates, uuids,
+    # JSON documents); the server parses it into the column's type.
+    "string": _TEXT | _JSON | {"uuid", "date", "time", "timestamp", "timestamptz"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PgColumn:
+    """One column of an existing table as the catalog describes it."""
+
+    name: str
+    type_sql: str  # format_type() output, e.g. "numeric(10,2)", "text[]"
+    base: str  # pg_type.typname of the column, or of the element for arrays, e.g. "int4"
+    is_array: bool = False
+    generated: bool = False
+
+    @property
+    def is_json(self) -> bool:
+        return self.base in _JSON and not self.is_array
+
+
+def check_identifier(name: str, what: str) -> str:
+    """Return ``name`` if PostgreSQL can hold it unchanged, else raise MappingError."""
+    if not name:
+        raise MappingError(f"{what} name is empty")
+    if "\x00" in name:
+        raise MappingError(f"{what} name {name!r} contains a NUL character")
+    if len(name.encode()) > MAX_IDENTIFIER_BYTES:
+        raise MappingError(
+            f"{what} name {name!r} is longer than {MAX_IDENTIFIER_BYTES} bytes "
+            "(PostgreSQL would truncate it)"
+        )
+    return name
+
+
+def pg_type_sql(column: Column) -> sql.Composable:
+    """The PostgreSQL type a new column of this logical type is created with."""
+    if column.type == "array":
+        return _array_type(column)
+    if column.type == "decimal":
+        return sql.SQL(_numeric_type(column))
+    if column.type not in _CREATE_TYPES:
+        raise MappingError(f"column {column.name}: unknown logical type {column.type!r}")
+    return sql.SQL(_CREATE_TYPES[column.type])
+
+
+def fits(column: Column, target: PgColumn, *, inferred: bool) -> bool:
+    """Whether values of ``column`` can be written into the existing ``target`` column."""
+    table = _INFERRED_FITS if inferred else _DECLARED_FITS
+    if column.type == "array":
+        return _array_fits(column, target, table)
+    return not target.is_array and target.base in table.get(column.type, frozenset())
+
+
+def describe(column: Column) -> str:
+    """The event's type as shown in error messages, e.g. ``array<int32>``."""
+    items = column.param("items")
+    return f"array<{items}>" if column.type == "array" and items else column.type
+
+
+def _array_items(column: Column) -> Column | None:
+    items = column.param("items")
+    if items is None or items in ("array", "json"):
+        return None
+    return Column(name=column.name, type=items)
+
+
+def _array_type(column: Column) -> sql.Composable:
+    items = _array_items(column)
+    if items is None:
+        # PostgreSQL arrays cannot nest as lists of lists of varying shape; store as JSON.
+        return sql.SQL("jsonb")
+    return sql.Composed([pg_type_sql(items), sql.SQL("[]")])
+
+
+def _array_fits(column: Column, target: PgColumn, table: dict[str, frozenset[str]]) -> bool:
+    items = _array_items(column)
+    if items is None:
+        return target.is_json
+    # Arrays of json/jsonb are not written: an element would need its own JSON encoding.
+    fitting = table.get(items.type, frozenset()) - _JSON
+    return target.is_array and target.base in fitting
+
+
+def _numeric_type(column: Column) -> str:
+    precision, scale = _int_param(column, "precision"), _int_param(column, "scale")
+    if precision is None or not 1 <= precision <= 1000:
+        return "numeric"
+    if scale is None or not 0 <= scale <= precision:
+        return "numeric"
+    return f"numeric({precision},{scale})"
+
+
+def _int_param(column: Column, key: str) -> int | None:
+    value = column.param(key)
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# --- binary COPY ------------------------------------------------------------------------------
+#
+# Binary COPY skips both psycopg's text formatting and PostgreSQL's text parsing. It is used
+# only where the binary form cannot accept a value the text form would reject or read
+# differently (psycopg's int2/int4/float4 dumpers wrap or round out-of-range values silently;
+# a str into a date column only parses server-side): each staged value must have one of the
+# exact Python types below, and pass the column's check if it has one; otherwise the rows go
+# in text format as before.
+
+# A check sees all non-NULL values of one column in a batch, so it can use C-level builtins.
+Check = Callable[[list[Any]], bool]
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+).fullmatch
+_TZINFO = attrgetter("tzinfo")
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryColumn:
+    """How one staged column goes in binary COPY."""
+
+    type_name: str  # what ``Copy.set_types`` gets
+    kinds: frozenset[type] | None  # exact Python types accepted (None is always); None = any
+    check: Check | None = None  # on the column's non-NULL values, after their types matched
+
+
+def _int_range(bits: int) -> Check:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
+    return lambda values: low <= min(values) and max(values) < high
+
+
+def _canonical_uuids(values: list[str]) -> bool:
+    return all(map(_CANONICAL_UUID, values))
+
+
+def _text_items(values: list[list[Any]]) -> bool:
+    return {type(item) for value in values for item in value} <= {str, NoneType}
+
+
+def _aware(values: list[dt.datetime]) -> bool:
+    return None not in set(map(_TZINFO, values))
+
+
+def _naive(values: list[dt.datetime]) -> bool:
+    return set(map(_TZINFO, values)) == {None}
+
+
+_STR = frozenset({str})
+_BINARY: dict[str, BinaryColumn] = {
+    "bool": BinaryColumn("bool", frozenset({bool})),
+    "int2": BinaryColumn("int2", frozenset({int}), _int_range(16)),
+    "int4": BinaryColumn("int4", frozenset({int}), _int_range(32)),
+    "int8": BinaryColumn("int8", frozenset({int})),  # out of range: OverflowError, not a wrap
+    "float8": BinaryColumn("float8", frozenset({float})),
+    "numeric": BinaryColumn("numeric", frozenset({Decimal, int})),
+    "text": BinaryColumn("text", _STR),
+    "varchar": BinaryColumn("text", _STR),  # same wire form; the server applies the typmod
+    "bpchar": BinaryColumn("text", _STR),
+    "bytea": BinaryColumn("bytea", frozenset({bytes})),
+    "uuid": BinaryColumn("uuid", _STR, _canonical_uuids),
+    "date": BinaryColumn("date", frozenset({dt.date})),
+    "time": BinaryColumn("time", frozenset({dt.time})),
+    "timestamp": BinaryColumn("timestamp", frozenset({dt.datetime}), _naive),
+    "timestamptz": BinaryColumn("timestamptz", frozenset({dt.datetime}), _aware),
+    "jsonb": BinaryColumn("jsonb", None),  # staged as JSON text (str or bytes)
+    "json": BinaryColumn("json", None),
+}
+_BINARY_ARRAYS = {
+    base: BinaryColumn(f"{base}[]", frozenset({list}), _text_items) for base in ("text", "varchar")
+}
+BINARY_VERSION = _BINARY["int8"]
+BINARY_DELETE_FLAG = _BINARY["bool"]
+
+
+def binary_column(column: PgColumn) -> BinaryColumn | None:
+    """How values for ``column`` go in binary COPY; None: only in text format."""
+    if column.is_array:
+        return _BINARY_ARRAYS.get(column.base)
+    return _BINARY.get(column.base)
+
+
+class _UuidTextDumper(Dumper):
+    """Canonical uuid text (what the decoder gives) to uuid's 16 bytes."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: str) -> Buffer:
+        return bytes.fromhex(obj.replace("-", ""))
+
+
+class _JsonTextDumper(Dumper):
+    """JSON text the sink serialised already (bytes), or a str sent as it came."""
+
+    format = Format.BINARY
+    oid = postgres.types["json"].oid
+    version = b""
+
+    def dump(self, obj: bytes | str) -> Buffer:
+        return self.version + (obj.encode() if isinstance(obj, str) else obj)
+
+
+class _JsonbTextDumper(_JsonTextDumper):
+    oid = postgres.types["jsonb"].oid
+    version = b"\x01"  # jsonb's binary format: a version byte, then the text
+
+
+def register_binary_dumpers(conn: psycopg.Connection[Any]) -> None:
+    """Dumpers ``Copy.set_types`` picks by type oid, on the sink's own connection only."""
+    for dumper in (_UuidTextDumper, _JsonTextDumper, _JsonbTextDumper):
+        conn.adapters.register_dumper(None, dumper)
