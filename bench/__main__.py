@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--variant",
         action="append",
-        metavar="NAME:PATH=VALUE[;PATH=VALUE]",
+        metavar=runner.VARIANT_SYNTAX,
         help="also measure the fanout configurations (sinks, all3, all, snapshot, latency) with "
         "these worker settings, interleaved with the defaults in every round; PATH is dotted "
         "(sinks.*.batch.max_wait_ms, kafka.prefetch_max_kbytes, kafka.fetch_max_bytes), "
-        "VALUE is JSON; repeatable",
+        "VALUE is JSON; @TREE starts the variant's workers from another checkout's fanout and "
+        "sinks (e.g. 'before:@/work/baseline'; ratios 'postgres / postgres [before]' are "
+        "after/before); repeatable",
     )
     run.add_argument("--latency-rate", type=int, default=2000, help="events/s of the steady run")
     run.add_argument("--latency-seconds", type=int, default=60)

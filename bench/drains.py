@@ -3,12 +3,14 @@ sink in its own process at the same time (the production layout: one Deployment 
 
 Each configuration gets fresh consumer groups and fresh target names (PostgreSQL schema,
 Elasticsearch index prefix, ClickHouse table prefix), so nothing is left from a previous one.
-The worker runs with the product's defaults unless a variant overrides settings (``--variant``).
+The worker runs this checkout with the product's defaults unless a variant overrides settings
+or names another code tree (``--variant``, ``bench/trees.py``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +19,10 @@ import psycopg
 from elasticsearch import Elasticsearch
 from psycopg import sql
 
-from bench import env
+from bench import env, trees
 from bench.probes import Drain, LagWatcher, TreeSampler
 from bench.stream import Stream, spec_of
-from tests.support.pipeline import WorkerProcess
+from bench.trees import TreeWorker
 
 SINKS = ("postgres", "elasticsearch", "clickhouse")
 WORKDIR = Path(__file__).resolve().parent / "results" / "tmp"
@@ -37,6 +39,17 @@ def names(run: str) -> dict[str, str]:
 
 
 Overrides = dict[str, Any]  # dotted settings path -> value, see apply_overrides
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What a ``--variant`` changes: worker settings, and the code tree workers start from."""
+
+    overrides: Overrides = field(default_factory=dict)
+    tree: Path = trees.REPO
+
+
+DEFAULTS = Variant()
 
 
 def worker_config(
@@ -90,13 +103,14 @@ def _set(config: dict[str, Any], path: str, value: Any) -> None:
 
 
 def drain(
-    stream: Stream, sinks: tuple[str, ...], overrides: Overrides | None = None
+    stream: Stream, sinks: tuple[str, ...], variant: Variant = DEFAULTS
 ) -> tuple[Drain, dict[str, bool]]:
     """Start ``fanout run`` with ``sinks`` enabled and wait until every sink's group is at lag 0."""
     env.apply_devstack_defaults()
     run = env.new_id()
-    config = worker_config(stream.topic, run, sinks, overrides=overrides)
-    worker = WorkerProcess(sinks[0] if len(sinks) == 1 else None, config, WORKDIR)
+    config = worker_config(stream.topic, run, sinks, overrides=variant.overrides)
+    sink = sinks[0] if len(sinks) == 1 else None
+    worker = TreeWorker(sink, config, WORKDIR, tree=variant.tree)
     watcher = LagWatcher(env.bootstrap(), stream.topic, stream.ends)
     started = time.monotonic()
     worker.start()
@@ -107,6 +121,7 @@ def drain(
             _groups(run, sinks), started, lambda: worker.alive, DRAIN_TIMEOUT_S
         )
         rss, cpu = sampler.stop()
+        worker.verify()
     except Exception:
         print(worker.log()[-3000:])
         raise
@@ -120,7 +135,7 @@ def _groups(run: str, sinks: tuple[str, ...]) -> list[str]:
 
 
 def drain_separately(
-    stream: Stream, sinks: tuple[str, ...], overrides: Overrides | None = None
+    stream: Stream, sinks: tuple[str, ...], variant: Variant = DEFAULTS
 ) -> tuple[Drain, dict[str, bool]]:
     """``fanout run --sink X`` for each sink, all started at once, until every group is at lag 0.
 
@@ -129,8 +144,8 @@ def drain_separately(
     """
     env.apply_devstack_defaults()
     run = env.new_id()
-    config = worker_config(stream.topic, run, sinks, overrides=overrides)
-    workers = [WorkerProcess(sink, config, WORKDIR) for sink in sinks]
+    config = worker_config(stream.topic, run, sinks, overrides=variant.overrides)
+    workers = [TreeWorker(sink, config, WORKDIR, tree=variant.tree) for sink in sinks]
     watcher = LagWatcher(env.bootstrap(), stream.topic, stream.ends)
     started = time.monotonic()
     samplers = [TreeSampler(_pid(worker.start())).start() for worker in workers]
@@ -139,6 +154,8 @@ def drain_separately(
             _groups(run, sinks), started, lambda: all(w.alive for w in workers), DRAIN_TIMEOUT_S
         )
         used = [sampler.stop() for sampler in samplers]
+        for worker in workers:
+            worker.verify()
     except Exception:
         for worker in workers:
             print(worker.log()[-2000:])
@@ -151,7 +168,7 @@ def drain_separately(
     return drained, converged(stream, run, sinks)
 
 
-def _pid(worker: WorkerProcess) -> int:
+def _pid(worker: TreeWorker) -> int:
     assert worker.process is not None
     return worker.process.pid
 

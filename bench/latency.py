@@ -28,11 +28,12 @@ from confluent_kafka import Producer
 from psycopg import sql
 
 from bench import env
-from bench.drains import WORKDIR, Overrides, names, worker_config
+from bench.drains import DEFAULTS, WORKDIR, Variant, names, worker_config
 from bench.probes import LagWatcher, TreeSampler
 from bench.stream import PARTITIONS, TABLES, end_offsets
+from bench.trees import TreeWorker
 from tests.support.debezium import Message
-from tests.support.pipeline import WorkerProcess, create_topic
+from tests.support.pipeline import create_topic
 
 POLL_S = 0.05
 WARMUP = 2000
@@ -104,16 +105,15 @@ def _produce(producer: Producer, topic: str, message: Message) -> float:
 
 
 def measure(
-    messages: list[Message], rate: int, seconds: int, overrides: Overrides | None = None
+    messages: list[Message], rate: int, seconds: int, variant: Variant = DEFAULTS
 ) -> dict[str, Any]:
     """One steady-rate run on a fresh topic and schema; ``messages`` must hold enough records."""
     env.apply_devstack_defaults()
     run = env.new_id()
     topic = create_topic(f"bench_latency_{run}", partitions=PARTITIONS)
     port = _free_port()
-    worker = WorkerProcess(
-        "postgres", worker_config(topic, run, ("postgres",), port, overrides), WORKDIR
-    ).start()
+    config = worker_config(topic, run, ("postgres",), port, variant.overrides)
+    worker = TreeWorker("postgres", config, WORKDIR, tree=variant.tree).start()
     assert worker.process is not None
     sampler = TreeSampler(worker.process.pid).start()
     try:
@@ -141,6 +141,7 @@ def measure(
         poller.join(timeout=5)
         after = _scrape(port)
         rss, cpu = sampler.stop()
+        worker.verify()
     finally:
         worker.stop()
     return {

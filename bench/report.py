@@ -81,7 +81,8 @@ def ratios(summary: dict[str, Any]) -> dict[str, float]:
     ``(churn)``: the sink's change events/s over the direct load of the final rows as stream
     events / load seconds (a stream of ~10 changes a row against one load: no sink gets near);
     ``(same rows)``: the sink draining the final rows as a snapshot against the direct load of
-    exactly those rows (load seconds / drain seconds).
+    exactly those rows (load seconds / drain seconds). Then each configuration over the same
+    configuration of each variant (``postgres / postgres [before]``).
     """
     result: dict[str, float] = {}
     variants = sorted({base_and_variant(key)[1] for key in summary})
@@ -89,6 +90,20 @@ def ratios(summary: dict[str, Any]) -> dict[str, float]:
         suffix = f" [{variant}]" if variant else ""
         for name, value in _ratios(summary, f"@{variant}" if variant else "").items():
             result[name + suffix] = value
+    return result | _against_variants(summary)
+
+
+def _against_variants(summary: dict[str, Any]) -> dict[str, float]:
+    """Defaults' median rate / the variant's, for every configuration measured both ways: with
+    a variant naming the old tree (``before:@...``) this is "after / before", the number a
+    restructure is held to."""
+    result: dict[str, float] = {}
+    for key in ordered(summary):
+        base, variant = base_and_variant(key)
+        if variant and base in summary:
+            mine, theirs = (summary[k]["events_per_s"]["median"] for k in (base, key))
+            if mine and theirs:
+                result[f"{base} / {base} [{variant}]"] = round(mine / theirs, 3)
     return result
 
 
@@ -145,7 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
         "times only the load call. Several processes: the slowest drain, summed CPU, the "
         "highest single peak RSS and (RSS sum) the sum of each process's peak.",
         *_snapshot_lines(result.get("snapshot_stream")),
-        *_variant_lines(result.get("variants", {})),
+        *_variant_lines(result.get("variants", {}), result.get("trees", {})),
         "",
         "| configuration | events/s | seconds | first commit s | peak RSS MiB | RSS sum MiB "
         "| CPU s | ok |",
@@ -176,12 +191,22 @@ def _snapshot_lines(snapshot: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _variant_lines(variants: dict[str, Any]) -> list[str]:
+def _variant_lines(variants: dict[str, Any], trees: dict[str, Any]) -> list[str]:
     named = {name: o for name, o in variants.items() if name != "defaults"}
     if not named:
         return []
-    shown = "; ".join(f"`{name}`: {json.dumps(o)}" for name, o in named.items())
-    return ["", f"Variants (worker settings over the defaults, same rounds): {shown}."]
+    shown = "; ".join(f"`{name}`: {json.dumps(o) if o else 'same'}" for name, o in named.items())
+    lines = ["", f"Variants (worker settings over the defaults, same rounds): {shown}."]
+    if any(tree != trees.get("defaults") for tree in trees.values()):
+        # Only worth a line when a variant runs other code than the defaults.
+        shown = "; ".join(f"`{name}`: {_tree(tree)}" for name, tree in trees.items())
+        lines += ["", f"Code trees the workers ran (imports checked in every worker): {shown}."]
+    return lines
+
+
+def _tree(tree: dict[str, Any]) -> str:
+    dirty = " with uncommitted changes to fanout/ or sinks/" if tree["uncommitted_changes"] else ""
+    return f"{tree['path']} at {tree['commit'] or 'no git commit'}{dirty}"
 
 
 def _cell(entry: dict[str, Any] | None, digits: int = 1) -> str:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench import drains, env, latency, limits, machine, peer, report, stream
+from bench import drains, env, latency, limits, machine, peer, report, stream, trees
 
 CONFIGS = (
     "raw",
@@ -31,10 +31,11 @@ CONFIGS = (
     "latency",
 )
 LIMITS = ("raw", "direct", "connect")  # measured once a round, whatever the variants
-Variants = dict[str, drains.Overrides]  # "" = the product's defaults
+Variants = dict[str, drains.Variant]  # "" = the product's defaults, this checkout
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
 PEER_FAILURES: list[str] = []
+VARIANT_SYNTAX = "NAME:PATH=VALUE|@TREE[;...]"  # items: settings overrides, at most one tree
 
 
 def wait_stack(timeout_s: float = 600) -> None:
@@ -59,11 +60,14 @@ def run(args: argparse.Namespace, command: str) -> int:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; known: {','.join(CONFIGS)}")
     name = args.out or dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     variants = parse_variants(args.variant or [])
+    for tree in {variant.tree for variant in variants.values()}:
+        trees.compile_tree(tree)
     result: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "runs": args.runs,
-        "variants": {name or "defaults": o for name, o in variants.items()},
+        "variants": {name or "defaults": v.overrides for name, v in variants.items()},
+        "trees": {name or "defaults": trees.facts(v.tree) for name, v in variants.items()},
         "machine": machine.facts(),
     }
     started = time.monotonic()
@@ -85,10 +89,10 @@ def run(args: argparse.Namespace, command: str) -> int:
         for config in only:
             if (config == "connect" and PEER_FAILURES) or config == "latency":
                 continue
-            for variant, overrides in variants.items():
-                if variant and config in LIMITS:
+            for variant_name, variant in variants.items():
+                if variant_name and config in LIMITS:
                     continue
-                _measure(config, streams, samples, round_no, (variant, overrides))
+                _measure(config, streams, samples, round_no, (variant_name, variant))
         _write(name, result, samples, the_stream.events)
     if "latency" in only:
         result["latency"] = _latency(args, variants)
@@ -98,15 +102,26 @@ def run(args: argparse.Namespace, command: str) -> int:
 
 
 def parse_variants(specs: list[str]) -> Variants:
-    """``NAME:PATH=VALUE[;PATH=VALUE...]`` -> overrides (VALUE is JSON, else a string); the
+    """``NAME:PATH=VALUE[;PATH=VALUE...]`` -> overrides (VALUE is JSON, else a string); an item
+    ``@TREE`` starts the variant's workers from that checkout instead (``bench/trees.py``). The
     defaults ("") always come first so every variant has its A/B partner in the same round."""
-    variants: Variants = {"": {}}
+    variants: Variants = {"": drains.DEFAULTS}
     for spec in specs:
-        name, sep, assignments = spec.partition(":")
-        if not sep or not name or name in variants:
-            raise SystemExit(f"--variant: want NAME:PATH=VALUE[;PATH=VALUE], got {spec!r}")
-        variants[name] = dict(_assignment(a) for a in assignments.split(";") if a)
+        name, sep, items = spec.partition(":")
+        if not sep or not name or name in variants or "@" in name:
+            raise SystemExit(f"--variant: want {VARIANT_SYNTAX}, got {spec!r}")
+        variants[name] = _variant([item for item in items.split(";") if item])
     return variants
+
+
+def _variant(items: list[str]) -> drains.Variant:
+    named = [item.removeprefix("@") for item in items if item.startswith("@")]
+    if len(named) > 1:
+        raise SystemExit(f"--variant: one @TREE a variant, got {named}")
+    overrides = dict(_assignment(item) for item in items if not item.startswith("@"))
+    if not named:
+        return drains.Variant(overrides)
+    return drains.Variant(overrides, trees.resolve(named[0]))
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -134,13 +149,13 @@ def _measure(
     streams: dict[str, stream.Stream],
     samples: dict[str, list[dict[str, Any]]],
     n: int,
-    variant: tuple[str, drains.Overrides],
+    named: tuple[str, drains.Variant],
 ) -> None:
-    name, overrides = variant
+    name, variant = named
     for attempt in (1, 2):
         wait_stack()
         print(f"[run {n}] {config}{' @' + name if name else ''} ...", flush=True)
-        measured = _once(config, streams, overrides)
+        measured = _once(config, streams, variant)
         disturbed = any(sample.get("disturbed") for sample in measured.values())
         if not disturbed or attempt == 2:
             break
@@ -152,7 +167,7 @@ def _measure(
 
 
 def _once(
-    config: str, streams: dict[str, stream.Stream], overrides: drains.Overrides
+    config: str, streams: dict[str, stream.Stream], variant: drains.Variant
 ) -> dict[str, dict[str, Any]]:
     the_stream = streams["churn"]
     if config == "raw":
@@ -176,19 +191,19 @@ def _once(
         return {"kafka_connect_jdbc": _drain_sample(drained, ok)}
     if config == "snapshot":
         return {
-            f"snapshot_{sink}": _drain_one(streams["snapshot"], sink, overrides)
+            f"snapshot_{sink}": _drain_one(streams["snapshot"], sink, variant)
             for sink in drains.SINKS
         }
     if config == "all3":
-        drained, converged = drains.drain_separately(the_stream, drains.SINKS, overrides)
+        drained, converged = drains.drain_separately(the_stream, drains.SINKS, variant)
         return {config: _drain_sample(drained, all(converged.values()))}
     sinks = drains.SINKS if config == "all" else (config,)
-    drained, converged = drains.drain(the_stream, sinks, overrides)
+    drained, converged = drains.drain(the_stream, sinks, variant)
     return {config: _drain_sample(drained, all(converged.values()))}
 
 
-def _drain_one(the_stream: stream.Stream, sink: str, overrides: drains.Overrides) -> dict[str, Any]:
-    drained, converged = drains.drain(the_stream, (sink,), overrides)
+def _drain_one(the_stream: stream.Stream, sink: str, variant: drains.Variant) -> dict[str, Any]:
+    drained, converged = drains.drain(the_stream, (sink,), variant)
     sample = _drain_sample(drained, converged[sink])
     sample["items"] = the_stream.events  # rows of the snapshot, for its rows/s
     return sample
@@ -212,11 +227,11 @@ def _latency(args: argparse.Namespace, variants: Variants) -> dict[str, Any]:
     messages = stream.generate(needed, args.keys, args.seed + 1)
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for n in range(1, args.runs + 1):
-        for name, overrides in variants.items():
+        for name, variant in variants.items():
             wait_stack()
             label = f" @{name}" if name else ""
             print(f"[run {n}] latency{label} at {args.latency_rate}/s ...", flush=True)
-            measured = latency.measure(messages, args.latency_rate, args.latency_seconds, overrides)
+            measured = latency.measure(messages, args.latency_rate, args.latency_seconds, variant)
             print(f"  {json.dumps(measured)}", flush=True)
             runs[name].append(measured)
     return {
