@@ -307,7 +307,6 @@ class SinkWorker:
         try:
             outcome = self._outcome(flight)
             self._dead_letter(flight.failures + outcome.failures, max(outcome.attempts, 1))
-            self._count_written(flight.events, outcome.failures)
             self._commit(flight.batch)
         finally:
             self._in_flight = None
@@ -357,16 +356,6 @@ class SinkWorker:
                 },
             )
         self._dlq.flush()
-
-    def _count_written(self, events: list[ChangeEvent], failures: list[Failure]) -> None:
-        failed = {id(failure.event) for failure in failures}
-        counts: dict[tuple[str, str], int] = {}
-        for event in events:
-            if id(event) not in failed:
-                key = (event.target, event.op.value)
-                counts[key] = counts.get(key, 0) + 1
-        for (table, op), count in counts.items():
-            metrics.EVENTS_WRITTEN.labels(self.sink_name, table, op).inc(count)
 
     def _commit(self, batch: _Batch) -> None:
         offsets = next_offsets(batch.messages, exclude=batch.revoked)

@@ -1,6 +1,6 @@
 """Check one target's events against its table before anything is written.
 
-An event is rejected (it goes to the DLQ with the reason) for a bad or changed primary key, an
+An event is rejected (it goes to the DLQ with the reason) for a changed primary key, an
 invalid column name, an incompatible type change, or NULL in a NOT NULL column. Columns the
 table lacks are collected for one ``ADD COLUMN`` per batch.
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Column, Op
+from fanout.events import ChangeEvent, Column
 from sinks.base.columns import infer_column
 from sinks.clickhouse.schema import TableSchema
 from sinks.clickhouse.types import TableColumn, mismatch, name_problem, table_column_for
@@ -30,6 +30,7 @@ class CheckedEvents:
 
     valid: list[ChangeEvent] = field(default_factory=list)
     rejected: list[tuple[ChangeEvent, str]] = field(default_factory=list)
+    problems: list[str | None] = field(default_factory=list)  # per event, in order
     new_columns: dict[str, TableColumn] = field(default_factory=dict)
     present: set[str] = field(default_factory=set)  # data columns some valid event carries
     key: tuple[str, ...] = ()  # the table's key, or the first event's for a new table
@@ -70,6 +71,7 @@ class _Checker:
             if not self.out.key and event.key:
                 self.out.key, self.key_names = tuple(event.key), frozenset(event.key)
             problem = self._key_problem(event) or self._check(event)
+            self.out.problems.append(problem)
             if problem:
                 self.out.rejected.append((event, problem))
             else:
@@ -77,16 +79,11 @@ class _Checker:
         return self.out
 
     def _key_problem(self, event: ChangeEvent) -> str | None:
-        if not event.key:
-            return "event has no primary key; ClickHouse tables are ordered by the source key"
+        # Missing keys, NULL key values and row-less upserts never get here (the template's
+        # validation); a key of other columns is rejected by its collapse.
         if event.key.keys() != self.key_names:
             expected = sorted(self.key_names)
             return f"primary key {sorted(event.key)} does not match the table's key {expected}"
-        for value in event.key.values():
-            if value is None:
-                return "primary key column is NULL"
-        if event.op is Op.UPSERT and event.row is None:
-            return "upsert event without a row"
         return None
 
     def _existing(self, name: str) -> TableColumn | None:

@@ -6,43 +6,54 @@ version in ``_fanout_version`` and ``ReplacingMergeTree(_fanout_version, _fanout
 the newest version per key, so ``SELECT … FROM t FINAL`` (or the ``t_current`` view) converges
 to the newest event per key whatever the order. Deletes are rows with ``_fanout_deleted = 1``
 and the delete's version, so an older upsert replayed later loses to them. Truncations are
-version watermarks plus tombstones (see ``_clickhouse_catalog``). Without FINAL a reader may
-see superseded versions until ClickHouse merges them; an identical retried insert is dropped
-by ClickHouse through ``insert_deduplication_token``.
+version watermarks plus tombstones (see ``sinks.clickhouse.schema``). Without FINAL a reader
+may see superseded versions until ClickHouse merges them; an identical retried insert is
+dropped by ClickHouse through ``insert_deduplication_token``.
 
-Per batch and target: one check of every event against the table (rejects go back as
-failures for the DLQ), at most one CREATE/ALTER, one columnar insert of the newest event per
-key. Modes: ``server`` (clickhouse-connect over HTTP) or ``embedded`` (chDB, the default when
-no host is configured).
+What this sink adds to the batch template (``sinks.base.batch``): per target, one check of
+every event against the table with at most one CREATE/ALTER (``prepare``), and one columnar
+insert of the collapsed rows (``apply``). Modes: ``server`` (clickhouse-connect over HTTP) or
+``embedded`` (chDB, the default when no host is configured).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
-from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fanout.errors import MappingError, PermanentError, RetryableError
-from fanout.events import ChangeEvent, Failure, Op
-from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
+from fanout.events import ChangeEvent
 from fanout.settings import ClickHouseSettings
-from sinks.clickhouse.backends import Backend, clickhouse_code, open_backend
+from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
+from sinks.base.errors import Verdict
+from sinks.clickhouse.backends import Backend, open_backend
 from sinks.clickhouse.check import CheckedEvents, check_events
+from sinks.clickhouse.errors import classify, clickhouse_code
 from sinks.clickhouse.schema import Catalog, TableSchema
-from sinks.clickhouse.types import check_target, low_cardinality_columns
-from sinks.clickhouse.write import build_insert, collapse, deduplication_token
+from sinks.clickhouse.types import NAMES, low_cardinality_columns
+from sinks.clickhouse.write import build_insert, deduplication_token
 
 log = logging.getLogger(__name__)
 
-# The table changed under us (dropped, or a column removed): re-read it and try once more.
+# The table changed under us (dropped, or a column removed): re-read it and try again.
 _SCHEMA_CHANGED_CODES = frozenset({16, 47, 60})
+_VALID = True  # the payload of a change that passed the table check
 
 
-class ClickHouseSink:
+@dataclass(slots=True)
+class Table:
+    """A target's table as the batch is written into it."""
+
+    schema: TableSchema | None
+    present: set[str] = field(default_factory=set)  # data columns some valid event carries
+
+
+class ClickHouseSink(BatchSink[bool, Table]):
     name: ClassVar[str] = "clickhouse"
 
     def __init__(self, settings: ClickHouseSettings) -> None:
+        super().__init__()
         self.settings = settings
         self._backend: Backend | None = None
         self._catalog: Catalog | None = None
@@ -83,62 +94,45 @@ class ClickHouseSink:
             raise RetryableError("the ClickHouse sink is not open")
         return self._catalog
 
-    # ---- write ---------------------------------------------------------------------------
+    # ---- the template's hooks ------------------------------------------------------------
 
-    def write(self, batch: Sequence[ChangeEvent]) -> Sequence[Failure]:
-        failures, by_target = _group_by_target(batch)
-        watermarks = self.catalog.watermarks(list(by_target))
-        for target, events in by_target.items():
-            try:
-                failures.extend(self._write_target(target, events, watermarks.get(target, 0)))
-            except MappingError as exc:  # the target's table cannot take fanout's writes
-                failures.extend(_failure(event, str(exc)) for event in events)
-        return failures
+    def check_target(self, target: str) -> str:
+        return NAMES.check(target)
 
-    def _write_target(
-        self, target: str, events: list[ChangeEvent], watermark: int
-    ) -> list[Failure]:
-        truncates = [event for event in events if event.op is Op.TRUNCATE]
-        if truncates:
-            watermark = max(watermark, self._truncate(target, truncates))
-        changes = [e for e in events if e.op is not Op.TRUNCATE and e.version >= watermark]
-        stale = len(events) - len(truncates) - len(changes)
-        if stale:
-            STALE_SKIPPED.labels(self.name, target).inc(stale)
-        if not changes:
-            return []
+    def classify(self, exc: BaseException) -> Verdict | None:
+        return classify(exc)
+
+    def truncate_watermarks(self, targets: list[str]) -> dict[str, int]:
+        return self.catalog.watermarks(targets)
+
+    def prepare(
+        self, target: str, changes: list[ChangeEvent], failures: Failures
+    ) -> Prepared[bool, Table]:
         try:
-            return self._apply(target, changes, events)
-        except PermanentError as exc:
-            if clickhouse_code(exc) not in _SCHEMA_CHANGED_CODES:
-                raise
-            log.warning("table %r changed underneath the sink; re-reading it: %s", target, exc)
-            self.catalog.forget(target)
-            return self._apply(target, changes, events)
+            if not changes:
+                return Prepared(Table(self.catalog.table(target)), [])
+            schema, checked = self._prepare_table(target, changes)
+        except MappingError as exc:  # the target's table cannot take fanout's writes
+            for event in changes:
+                failures.reject(event, _mapping_error(event, str(exc)))
+            return Prepared(Table(None), [None] * len(changes))
+        payloads: list[bool | None] = []
+        for event, problem in zip(changes, checked.problems, strict=True):
+            if problem is None:
+                payloads.append(_VALID)
+            else:
+                failures.reject(event, _mapping_error(event, problem))
+                payloads.append(None)
+        return Prepared(Table(schema, checked.present), payloads, checked.key)
 
-    def _truncate(self, target: str, truncates: list[ChangeEvent]) -> int:
-        newest = max(truncates, key=lambda event: event.version)
-        self.catalog.truncate(target, newest.version, newest.source_ts_ms or 0)
-        EVENTS_WRITTEN.labels(self.name, target, Op.TRUNCATE.value).inc(len(truncates))
-        return newest.version
+    def apply(self, batches: list[TargetBatch[bool, Table]], failures: Failures) -> None:
+        for batch in batches:
+            if batch.truncate is not None:
+                self._truncate(batch)
+            if batch.newest:
+                self._insert(batch, failures)
 
-    def _apply(
-        self, target: str, changes: list[ChangeEvent], batch_events: list[ChangeEvent]
-    ) -> list[Failure]:
-        schema, checked = self._prepare_table(target, changes)
-        rows = collapse(checked.valid, checked.key)
-        if rows and schema is not None:
-            insert = build_insert(rows, schema, checked.present)
-            token = deduplication_token(target, batch_events, insert)
-            self.backend.insert_columns(
-                target,
-                insert.column_names,
-                insert.columns,
-                insert.column_types,
-                {"insert_deduplication_token": token},
-            )
-        self._count_written(target, checked.valid)
-        return [_failure(event, reason) for event, reason in checked.rejected]
+    # ---- steps ---------------------------------------------------------------------------
 
     def _prepare_table(
         self, target: str, changes: list[ChangeEvent]
@@ -166,30 +160,51 @@ class ClickHouseSink:
         log.info("creating table %r ordered by %s", target, list(checked.key))
         self.catalog.create(target, checked.key, [*key_columns, *columns.values()])
 
-    def _count_written(self, target: str, events: list[ChangeEvent]) -> None:
-        for op, count in Counter(event.op.value for event in events).items():
-            EVENTS_WRITTEN.labels(self.name, target, op).inc(count)
+    def _truncate(self, batch: TargetBatch[bool, Table]) -> None:
+        truncate = batch.truncate
+        assert truncate is not None
+        self.catalog.truncate(batch.target, truncate.version, truncate.source_ts_ms or 0)
 
-
-def _group_by_target(
-    batch: Sequence[ChangeEvent],
-) -> tuple[list[Failure], dict[str, list[ChangeEvent]]]:
-    failures: list[Failure] = []
-    by_target: dict[str, list[ChangeEvent]] = {}
-    for event in batch:
+    def _insert(self, batch: TargetBatch[bool, Table], failures: Failures) -> None:
+        rows = [event for event, _ in batch.newest]
+        table = batch.context
         try:
-            target = check_target(event.target)
-        except MappingError as exc:
-            failures.append(_failure(event, str(exc)))
-            continue
-        by_target.setdefault(target, []).append(event)
-    return failures, by_target
+            self._insert_rows(batch, rows, table, failures)
+        except PermanentError as exc:
+            if clickhouse_code(exc) not in _SCHEMA_CHANGED_CODES:
+                raise
+            # The table changed under the sink (dropped, a column removed): re-read or
+            # re-create it, check the rows against it again and try once more.
+            log.warning(
+                "table %r changed underneath the sink; re-reading it: %s", batch.target, exc
+            )
+            self.catalog.forget(batch.target)
+            schema, checked = self._prepare_table(batch.target, rows)
+            for event, problem in checked.rejected:
+                failures.reject(event, _mapping_error(event, problem))
+            rows = checked.valid
+            self._insert_rows(batch, rows, Table(schema, checked.present), failures)
+        batch.applied.update(event.op for event in rows)
+
+    def _insert_rows(
+        self,
+        batch: TargetBatch[bool, Table],
+        rows: list[ChangeEvent],
+        table: Table,
+        failures: Failures,
+    ) -> None:
+        if not rows or table.schema is None:
+            return
+        insert = build_insert(rows, table.schema, table.present)
+        token = deduplication_token(batch.target, batch.events, insert)
+        self.backend.insert_columns(
+            batch.target,
+            insert.column_names,
+            insert.columns,
+            insert.column_types,
+            {"insert_deduplication_token": token},
+        )
 
 
-def _failure(event: ChangeEvent, reason: str) -> Failure:
-    return Failure(
-        origin=event.origin,
-        stage="write",
-        error=MappingError(f"clickhouse {event.target!r}: {reason}"),
-        event=event,
-    )
+def _mapping_error(event: ChangeEvent, reason: str) -> MappingError:
+    return MappingError(f"clickhouse {event.target!r}: {reason}")

@@ -23,6 +23,7 @@ from clickhouse_connect.datatypes.registry import get_from_name
 
 from fanout.errors import MappingError
 from fanout.events import Column
+from sinks.base.names import NameRules
 
 RESERVED_PREFIX = "_fanout"
 COMMENT_PREFIX = "fanout:"
@@ -104,25 +105,15 @@ def quote_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+NAMES = NameRules(
+    what="ClickHouse table", max_chars=MAX_NAME_LENGTH, reserved_prefixes=(RESERVED_PREFIX,)
+)
+
+
 @lru_cache(maxsize=4096)
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a ClickHouse table or column name, or None if it can."""
-    if not name or not name.strip():
-        return "empty name"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"name longer than {MAX_NAME_LENGTH} characters"
-    if any(ord(char) < 32 or ord(char) == 127 for char in name):
-        return "name contains control characters"
-    if name.startswith(RESERVED_PREFIX):
-        return f"names starting with {RESERVED_PREFIX!r} are reserved for fanout"
-    return None
-
-
-def check_target(name: str) -> str:
-    problem = name_problem(name)
-    if problem:
-        raise MappingError(f"invalid ClickHouse table name {name!r}: {problem}")
-    return name
+    return NAMES.problem(name)
 
 
 # ---- logical type -> ClickHouse type -----------------------------------------------------

@@ -278,6 +278,12 @@ def test_metrics_health_and_readiness_tell_what_the_worker_does(
     assert status == 200
     assert _metric(text, "fanout_events_consumed_total", sink="postgres") == len(messages)
     assert _metric(text, "fanout_events_written_total", sink="postgres", op="delete") > 0
+    # Each change is counted once: applied (written) or skipped as older than what the sink
+    # holds (stale). Tombstones follow their delete and change nothing.
+    changes = sum(1 for message in messages if not message.is_tombstone)
+    written = _metric(text, "fanout_events_written_total", sink="postgres")
+    stale = _metric(text, "fanout_stale_events_total", sink="postgres")
+    assert written + stale == changes, (written, stale, changes)
     assert _metric(text, "fanout_end_to_end_latency_seconds_count", sink="postgres") == len(
         messages
     )

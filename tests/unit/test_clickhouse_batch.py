@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from fanout.errors import PermanentError, RetryableError
+from fanout.errors import MappingError, PermanentError, RetryableError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
-from sinks.clickhouse.backends import classify, clickhouse_code, mapped_errors
 from sinks.clickhouse.check import check_events
+from sinks.clickhouse.errors import classify, clickhouse_code, mapped_errors
 from sinks.clickhouse.schema import TableSchema
 from sinks.clickhouse.types import table_column_from_catalog
 from sinks.clickhouse.write import build_insert, collapse, deduplication_token
@@ -118,19 +118,20 @@ def test_dedup_token_is_stable_for_the_same_batch_and_differs_otherwise() -> Non
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
-        (DatabaseError("type mismatch", code=53), PermanentError),
-        (DatabaseError("cannot parse", code=6), PermanentError),
+        (DatabaseError("type mismatch", code=53), MappingError),
+        (DatabaseError("cannot parse", code=6), MappingError),
         (DatabaseError("too many parts", code=252), RetryableError),
         (DatabaseError("memory limit", code=241), RetryableError),
         (DatabaseError("some new code", code=12345), RetryableError),
         (DatabaseError("HTTP 503 without a code"), RetryableError),
         (OperationalError("connection refused"), RetryableError),
         (ConnectionResetError("reset"), RetryableError),
-        (ValueError("invalid literal for int()"), PermanentError),
+        (ValueError("invalid literal for int()"), MappingError),
     ],
 )
 def test_driver_errors_are_classified(error: Exception, expected: type[Exception]) -> None:
-    assert type(classify(error)) is expected
+    verdict = classify(error)
+    assert verdict is not None and type(verdict.error()) is expected
 
 
 def test_mapped_errors_keep_the_clickhouse_code() -> None:

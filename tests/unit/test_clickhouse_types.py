@@ -10,7 +10,7 @@ import pytest
 from fanout.errors import MappingError
 from fanout.events import Column
 from sinks.clickhouse.types import (
-    check_target,
+    NAMES,
     converter_for,
     mismatch,
     name_problem,
@@ -138,7 +138,7 @@ def test_identifiers_are_backquoted_with_escapes() -> None:
 def test_bad_names_are_refused(name: str, problem: str) -> None:
     assert problem in (name_problem(name) or "")
     with pytest.raises(MappingError):
-        check_target(name)
+        NAMES.check(name)
 
 
 def test_unusual_but_valid_names_are_accepted() -> None:

@@ -1,0 +1,266 @@
+"""The batch template every sink shares: a sink fills in its targets, types and writes only.
+
+``BatchSink.write`` runs the same steps for every sink::
+
+    group      events by target; a target name the store cannot hold fails its events
+    validate   per event: a key without NULL or object values, a row for an upsert, a
+               version in 0..2^63-1 (every store keeps it as a signed 64-bit number)
+    watermark  the truncate version each target has stored            (sink: truncate_watermarks)
+    prepare    describe or create the target, check and map each event (sink: prepare)
+    collapse   the newest valid event per key; older ones are superseded
+    drop       events older than the target's truncate watermark
+    apply      write the collapsed batch, truncates first                (sink: apply)
+    count      fanout_events_written_total and fanout_stale_events_total, here and only here
+
+Driver exceptions raised by the sink's steps are mapped once, by the sink's error table
+(``classify``), onto the three classes of ``sinks.base.errors``.
+
+Delivery guarantee: the runtime delivers every event at least once. ``write`` may be called
+again with the same batch (after a crash, a rebalance, a retry or a backfill) and with batches
+older than ones already written; a sink must converge to the newest version per key anyway,
+which is why every write the sinks make is guarded by version.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import ClassVar, Generic, TypeVar
+
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Failure, Op
+from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
+from sinks.base.collapse import collapse
+from sinks.base.errors import Verdict, mapped_errors
+
+P = TypeVar("P")  # what the sink's prepare step attaches to each valid event
+C = TypeVar("C")  # what the sink's prepare step knows about one target (its table, its key…)
+
+MAX_VERSION = 2**63 - 1
+
+
+class Failures:
+    """The per-record failures of one ``write``: they go to the DLQ with their reason."""
+
+    def __init__(self) -> None:
+        self.items: list[Failure] = []
+
+    def reject(self, event: ChangeEvent, error: MappingError) -> None:
+        self.items.append(Failure(event.origin, "write", error, event))
+
+
+@dataclass(slots=True)
+class Prepared(Generic[P, C]):
+    """A sink's verdict on one target's changes (truncates apart).
+
+    ``payloads[i]`` belongs to ``changes[i]``; None means the sink rejected it (and said why
+    through ``Failures.reject``). ``key`` is the target's key in the order identities are
+    built; empty means "the key of the first change".
+    """
+
+    context: C
+    payloads: list[P | None]
+    key: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class TargetBatch(Generic[P, C]):
+    """One target's share of a batch, collapsed, ready for the sink to apply."""
+
+    target: str
+    context: C
+    events: list[ChangeEvent]  # every event of the target in this batch, in stream order
+    newest: list[tuple[ChangeEvent, P]] = field(default_factory=list)  # what to write
+    truncate: ChangeEvent | None = None  # the newest truncate of the target in this batch
+    truncates: int = 0
+    stale: int = 0  # superseded in the batch, older than a truncate, or older than the store's
+    applied: Counter[Op] = field(default_factory=Counter)
+
+    @property
+    def truncate_version(self) -> int | None:
+        return None if self.truncate is None else self.truncate.version
+
+    def applied_all(self) -> None:
+        """Record every newest event as applied (for stores that do not report per key)."""
+        self.applied.update(event.op for event, _ in self.newest)
+
+    def report(self, applied: Counter[Op]) -> None:
+        """Record what the store applied; the rest of ``newest`` was stale there."""
+        self.applied.update(applied)
+        self.stale += len(self.newest) - sum(applied.values())
+
+
+class BatchSink(ABC, Generic[P, C]):
+    """The template; subclasses implement the hooks below the ``write`` line."""
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self._target_verdicts: dict[str, str | MappingError] = {}
+
+    def open(self) -> None:
+        """Connect and create or verify targets. Raises RetryableError if the store is down."""
+
+    def close(self) -> None:
+        """Release connections. Safe to call twice."""
+
+    def write(self, batch: Sequence[ChangeEvent]) -> list[Failure]:
+        """Apply the batch idempotently, guarded by version (see the module docstring).
+
+        Returns the per-record failures it could isolate. Raises RetryableError when the whole
+        batch failed for a passing reason, PermanentError for a lasting one (the runtime then
+        bisects the batch), ConfigError when the sink cannot work as configured.
+        """
+        failures = Failures()
+        groups = self._group(batch, failures)
+        if not groups:
+            return failures.items
+        with self.driver_errors():
+            plans = self._plan(groups, failures)
+            work = [plan for plan in plans if plan.newest or plan.truncates]
+            if work:
+                self.apply(work, failures)
+        self._count(plans)
+        return failures.items
+
+    # --- what a sink implements ------------------------------------------------------------
+
+    @abstractmethod
+    def check_target(self, target: str) -> str:
+        """The target's name as the store will hold it; MappingError if it cannot."""
+
+    def truncate_watermarks(self, targets: list[str]) -> dict[str, int]:
+        """The truncate version each target has stored (targets never truncated are absent).
+
+        A sink whose writes check the watermark in the store itself may return nothing."""
+        return {}
+
+    @abstractmethod
+    def prepare(
+        self, target: str, changes: list[ChangeEvent], failures: Failures
+    ) -> Prepared[P, C]:
+        """Describe or create the target, check each change against it and map its values.
+
+        Called for every target of the batch, with ``changes`` empty when the target only has
+        truncates. Rejects go to ``failures``; their payload is None.
+        """
+
+    @abstractmethod
+    def apply(self, batches: list[TargetBatch[P, C]], failures: Failures) -> None:
+        """Write the collapsed batches: each target's truncate first, then ``newest``.
+
+        Report what the store applied with ``TargetBatch.report`` (or ``applied_all``)."""
+
+    @abstractmethod
+    def classify(self, exc: BaseException) -> Verdict | None:
+        """The sink's error table: the class of a driver exception, None if not the driver's."""
+
+    @contextmanager
+    def driver_errors(self) -> Iterator[None]:
+        """Map driver exceptions raised inside; a sink may add clean-up (drop a connection)."""
+        with mapped_errors(self.classify):
+            yield
+
+    # --- the template ----------------------------------------------------------------------
+
+    def _group(
+        self, batch: Sequence[ChangeEvent], failures: Failures
+    ) -> dict[str, list[ChangeEvent]]:
+        groups: dict[str, list[ChangeEvent]] = {}
+        for event in batch:
+            verdict = self._target_verdict(event)
+            if type(verdict) is not str:
+                failures.reject(event, verdict)  # type: ignore[arg-type]
+                continue
+            problem = event_problem(event)
+            if problem is not None:
+                failures.reject(event, MappingError(problem))
+                continue
+            group = groups.get(verdict)
+            if group is None:
+                group = groups[verdict] = []
+            group.append(event)
+        return groups
+
+    def _target_verdict(self, event: ChangeEvent) -> str | MappingError:
+        # Without routing (a sink used directly) the target defaults as routing's "{table}".
+        target = event.target or event.table.rpartition(".")[2]
+        verdict = self._target_verdicts.get(target)
+        if verdict is None:
+            try:
+                verdict = self.check_target(target)
+            except MappingError as exc:
+                verdict = exc
+            self._target_verdicts[target] = verdict
+        return verdict
+
+    def _plan(
+        self, groups: dict[str, list[ChangeEvent]], failures: Failures
+    ) -> list[TargetBatch[P, C]]:
+        watermarks = self.truncate_watermarks(sorted(groups))
+        return [  # one order for every writer: locks are taken in it
+            self._plan_target(target, groups[target], watermarks.get(target), failures)
+            for target in sorted(groups)
+        ]
+
+    def _plan_target(
+        self,
+        target: str,
+        events: list[ChangeEvent],
+        stored_watermark: int | None,
+        failures: Failures,
+    ) -> TargetBatch[P, C]:
+        truncate = Op.TRUNCATE
+        changes = [event for event in events if event.op is not truncate]
+        truncates = len(events) - len(changes)
+        prepared = self.prepare(target, changes, failures)
+        plan: TargetBatch[P, C] = TargetBatch(target, prepared.context, events)
+        if truncates:
+            plan.truncates = truncates
+            plan.truncate = max(
+                (event for event in events if event.op is truncate), key=lambda e: e.version
+            )
+        key = prepared.key or (tuple(changes[0].key) if changes else ())
+        collapsed = collapse(changes, prepared.payloads, key)
+        for event, error in collapsed.rejected:
+            failures.reject(event, error)
+        watermark = max(stored_watermark or 0, plan.truncate_version or 0)
+        if watermark:
+            plan.newest = [
+                kept for kept in collapsed.newest.values() if kept[0].version >= watermark
+            ]
+        else:
+            plan.newest = list(collapsed.newest.values())
+        plan.stale = collapsed.superseded + len(collapsed.newest) - len(plan.newest)
+        return plan
+
+    def _count(self, plans: list[TargetBatch[P, C]]) -> None:
+        for plan in plans:
+            for op, count in plan.applied.items():
+                if count:
+                    EVENTS_WRITTEN.labels(self.name, plan.target, op.value).inc(count)
+            if plan.truncates:
+                EVENTS_WRITTEN.labels(self.name, plan.target, Op.TRUNCATE.value).inc(plan.truncates)
+            if plan.stale:
+                STALE_SKIPPED.labels(self.name, plan.target).inc(plan.stale)
+
+
+def event_problem(event: ChangeEvent) -> str | None:
+    """Why no sink can apply ``event`` whatever its target, or None."""
+    op = event.op
+    if op is Op.TRUNCATE:
+        return None
+    keys = event.key
+    if not keys:
+        return "the event has no key (a source table without a primary key?)"
+    for name, value in keys.items():
+        if value is None or type(value) is dict:
+            return f"key column {name!r} is {'NULL' if value is None else 'a JSON object'}"
+    if op is Op.UPSERT and event.row is None:
+        return "an upsert event without a row"
+    if not 0 <= event.version <= MAX_VERSION:
+        return f"version {event.version} is outside 0..2^63-1"
+    return None
