@@ -14,9 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import probes, procs
+from .cdc import CDC_SERVICES, SOURCE_DB, SOURCE_PASSWORD, SOURCE_USER, Connect, SourcePostgres
 from .context import HOST, Context, DevstackError
-from .services import PG_DB, PG_PASSWORD, PG_USER, SERVICES, Kafka, Service
+from .services import PG_DB, PG_PASSWORD, PG_USER, Kafka, Service
+from .services import SERVICES as SINK_SERVICES
 
+# Order matters: `up` lists them so, `down` stops them in reverse (Connect before Kafka).
+SERVICES: list[type[Service]] = [*SINK_SERVICES, *CDC_SERVICES]
+
+_SOURCE_PG = f"{HOST}:{SourcePostgres.port}/{SOURCE_DB}"
 ENV = {
     "FANOUT_KAFKA__BOOTSTRAP_SERVERS": f"{HOST}:9092",
     "FANOUT_SINKS__POSTGRES__HOST": HOST,
@@ -28,6 +34,14 @@ ENV = {
     "FANOUT_SINKS__CLICKHOUSE__MODE": "server",
     "FANOUT_SINKS__CLICKHOUSE__HOST": HOST,
     "FANOUT_SINKS__CLICKHOUSE__PORT": "8123",
+    # The Debezium source (not read by fanout itself: by the tests and by hand).
+    "DEVSTACK_SOURCE_PG_HOST": HOST,
+    "DEVSTACK_SOURCE_PG_PORT": str(SourcePostgres.port),
+    "DEVSTACK_SOURCE_PG_USER": SOURCE_USER,
+    "DEVSTACK_SOURCE_PG_PASSWORD": SOURCE_PASSWORD,
+    "DEVSTACK_SOURCE_PG_DBNAME": SOURCE_DB,
+    "DEVSTACK_SOURCE_PG_DSN": f"postgresql://{SOURCE_USER}:{SOURCE_PASSWORD}@{_SOURCE_PG}",
+    "DEVSTACK_CONNECT_URL": f"http://{HOST}:{Connect.port}",
 }
 
 
@@ -146,18 +160,44 @@ def up_one(svc: Service) -> str:
     return f"{svc.name:<14} started     {HOST}:{svc.port:<5}  {version}  ({took:.1f}s)"
 
 
+def with_needs(names: list[str]) -> set[str]:
+    """The services asked for plus those they need (`up connect` starts Kafka too)."""
+    wanted = set(names) if names else {cls.name for cls in SERVICES}
+    while True:
+        more = {n for cls in SERVICES if cls.name in wanted for n in cls.needs} - wanted
+        if not more:
+            return wanted
+        wanted |= more
+
+
 def cmd_up(ctx: Context, names: list[str]) -> int:
     t0 = time.monotonic()
-    chosen = [cls(ctx) for cls in SERVICES if not names or cls.name in names]
+    wanted = with_needs(names)
+    chosen = [cls(ctx) for cls in SERVICES if cls.name in wanted]
     results: dict[str, str] = {}
     errors: dict[str, str] = {}
+    done = {svc.name: threading.Event() for svc in chosen}
+    answering: set[str] = set()
 
     def work(svc: Service) -> None:
+        try:
+            up_after_needs(svc)
+        finally:
+            done[svc.name].set()
+
+    def up_after_needs(svc: Service) -> None:
+        for need in svc.needs:
+            # No deadline of our own: the needed service's start has its own and then sets it.
+            done[need].wait()
+            if need not in answering:
+                errors[svc.name] = f"not started: it needs {need}, which is not up"
+                return
         try:
             if reason := svc.not_installable():
                 results[svc.name] = f"{svc.name:<14} skipped     {reason}"
                 return
             results[svc.name] = up_one(svc)
+            answering.add(svc.name)
         except DevstackError as exc:
             errors[svc.name] = str(exc)
         except Exception as exc:  # a bug in devstack itself: still report per service
@@ -255,7 +295,7 @@ def parser() -> argparse.ArgumentParser:
     )
     down.add_argument("--purge", action="store_true", help="also delete data and logs")
     sub.add_parser("status", help="one line per service; exit 1 if any is down")
-    sub.add_parser("env", help="print the FANOUT_* connection settings as export lines")
+    sub.add_parser("env", help="print FANOUT_* and DEVSTACK_* settings as export lines")
     logs = sub.add_parser("logs", help="print the last lines of a service's log")
     logs.add_argument("service", choices=[c.name for c in SERVICES])
     logs.add_argument("-n", type=int, default=60)

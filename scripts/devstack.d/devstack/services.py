@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -36,6 +37,7 @@ ES_ARTIFACT = "org.elasticsearch.distribution.integ-test-zip:elasticsearch"
 PG_USER = PG_PASSWORD = PG_DB = "fanout"
 M2_REPO = Path(os.environ.get("FANOUT_DEVSTACK_M2", Path.home() / ".m2" / "repository"))
 MVN_FLAGS = ["-q", "-B", f"-Dmaven.repo.local={M2_REPO}"]
+_pg_install_lock = threading.Lock()
 
 
 class Service:
@@ -45,6 +47,7 @@ class Service:
     start_timeout = 90.0
     stop_signal = signal.SIGTERM
     stop_timeout = 30.0
+    needs: tuple[str, ...] = ()  # services that must answer before this one starts
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -76,6 +79,33 @@ class Service:
         """After the first successful probe of a freshly started process."""
 
 
+def maven_copy_dependencies(ctx: Context, pom: Path, props: dict[str, str], dest: Path) -> None:
+    """Copy the runtime dependencies of `pom` into `dest`, marked `.complete` once whole.
+
+    Resolved into a temporary folder renamed at the end, so an interrupted run never leaves
+    a half-filled `dest` that would pass for installed."""
+    mvn = need_tool(ctx, "mvn", "maven")
+    remove_stale_tmp(dest)
+    tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    run(
+        [
+            mvn,
+            *MVN_FLAGS,
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            *(f"-D{key}={value}" for key, value in props.items()),
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        f"maven ({pom.relative_to(HERE)})",
+    )
+    (tmp / ".complete").touch()
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+
+
 # --- Kafka ------------------------------------------------------------------------------
 
 
@@ -93,27 +123,10 @@ class Kafka(Service):
         if (self.libs / ".complete").exists():
             return
         need_tool(self.ctx, "java", "openjdk-17-jre-headless")
-        mvn = need_tool(self.ctx, "mvn", "maven")
         self.ctx.log(f"resolving Apache Kafka {KAFKA_VERSION} jars with maven")
-        remove_stale_tmp(self.libs)
-        tmp = self.libs.with_name(f"libs.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        run(
-            [
-                mvn,
-                *MVN_FLAGS,
-                "-f",
-                str(HERE / "kafka" / "pom.xml"),
-                "dependency:copy-dependencies",
-                f"-Dkafka.version={KAFKA_VERSION}",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={tmp}",
-            ],
-            "maven (kafka jars)",
+        maven_copy_dependencies(
+            self.ctx, HERE / "kafka" / "pom.xml", {"kafka.version": KAFKA_VERSION}, self.libs
         )
-        (tmp / ".complete").touch()
-        shutil.rmtree(self.libs, ignore_errors=True)
-        tmp.rename(self.libs)
 
     def java_argv(self, main: str, heap: str, log4j: Path) -> list[str]:
         return [
@@ -292,6 +305,9 @@ class Postgres(Service):
     port = 5432
     start_timeout = 60.0
     stop_signal = signal.SIGINT  # "fast" shutdown: SIGTERM would wait for clients to leave
+    user, password, dbname = PG_USER, PG_PASSWORD, PG_DB
+    role_options = "LOGIN CREATEDB"
+    conf_templates: tuple[str, ...] = ("devstack.conf",)  # in scripts/devstack.d/postgres/
 
     @property
     def data(self) -> Path:
@@ -311,7 +327,9 @@ class Postgres(Service):
             key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
         )
         if not found:
-            _apt_install_postgres(self.ctx)
+            with _pg_install_lock:  # two PostgreSQL services may both find it missing
+                if not any(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+                    _apt_install_postgres(self.ctx)
             return self.bindir()
         return found[-1].parent
 
@@ -320,7 +338,7 @@ class Postgres(Service):
         self.bindir()
 
     def _initdb(self, bindir: Path) -> None:
-        self.ctx.log("postgres: initdb")
+        self.ctx.log(f"{self.name}: initdb")
         give_to_service_user(self.ctx, self.dir)
         subprocess.run(
             [
@@ -355,10 +373,9 @@ class Postgres(Service):
             except subprocess.CalledProcessError as exc:
                 raise DevstackError(f"initdb failed:\n{exc.stdout}\n{exc.stderr}") from exc
         self.socket_dir.mkdir(parents=True, exist_ok=True)
+        text = "".join((HERE / "postgres" / name).read_text() for name in self.conf_templates)
         (self.data / "devstack.conf").write_text(
-            (HERE / "postgres" / "devstack.conf")
-            .read_text()
-            .replace("@HOST@", HOST)
+            text.replace("@HOST@", HOST)
             .replace("@PORT@", str(self.port))
             .replace("@SOCKET_DIR@", str(self.socket_dir))
         )
@@ -376,8 +393,8 @@ class Postgres(Service):
         if admin:
             target = ["-h", str(self.socket_dir), "-U", "postgres", "-d", "postgres"]
         else:
-            target = ["-h", HOST, "-U", PG_USER, "-d", PG_DB]
-        env = {**os.environ, "PGPASSWORD": PG_PASSWORD, "PGCONNECT_TIMEOUT": "3"}
+            target = ["-h", HOST, "-U", self.user, "-d", self.dbname]
+        env = {**os.environ, "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "3"}
         proc = subprocess.run(
             [
                 str(self.bindir() / "psql"),
@@ -397,17 +414,18 @@ class Postgres(Service):
             timeout=15,
         )
         if proc.returncode != 0:
-            raise probes.NotReady(f"postgres: {proc.stderr.strip() or proc.stdout.strip()}")
+            raise probes.NotReady(f"{self.name}: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout.strip()
 
     def bootstrap(self) -> None:
         self.psql(
-            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fanout') THEN "
-            f"CREATE ROLE {PG_USER} LOGIN CREATEDB PASSWORD '{PG_PASSWORD}'; END IF; END$$;",
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+            f"'{self.user}') THEN CREATE ROLE {self.user} {self.role_options} "
+            f"PASSWORD '{self.password}'; END IF; END$$;",
             admin=True,
         )
-        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{PG_DB}'", admin=True):
-            self.psql(f"CREATE DATABASE {PG_DB} OWNER {PG_USER}", admin=True)
+        if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{self.dbname}'", admin=True):
+            self.psql(f"CREATE DATABASE {self.dbname} OWNER {self.user}", admin=True)
 
     def probe(self) -> str:
         try:
