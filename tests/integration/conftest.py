@@ -23,6 +23,13 @@ from clickhouse_connect.driver.client import Client as ClickHouseClient
 from confluent_kafka.admin import AdminClient
 from elasticsearch import Elasticsearch
 
+# Fixtures for the real Debezium source (tests/integration/debezium_fixtures.py).
+from tests.integration.debezium_fixtures import (  # noqa: F401
+    connect_client,
+    debezium,
+    source_db,
+    source_pg,
+)
 from tests.integration.runtime_support import Pipeline, new_pipeline
 from tests.support.pipeline import create_topic
 from tests.support.tcp_proxy import TcpProxy
