@@ -24,7 +24,7 @@ from elasticsearch import BadRequestError, Elasticsearch
 from fanout.errors import MappingError
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.cleanup import delete_matching
-from sinks.elasticsearch.documents import (
+from sinks.elasticsearch.types import (
     DELETED_AT_FIELD,
     DELETED_FIELD,
     SOURCE_TS_FIELD,

@@ -31,9 +31,9 @@ from fanout.errors import FanoutError, MappingError
 from fanout.events import ChangeEvent, Failure, Op
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch.documents import Collapsed, bulk_lines, collapse
 from sinks.elasticsearch.errors import es_errors
 from sinks.elasticsearch.schema import Indices, check_target
+from sinks.elasticsearch.types import Collapsed, bulk_lines, collapse
 from sinks.elasticsearch.write import BulkReport, BulkWriter, Entry
 
 log = logging.getLogger(__name__)

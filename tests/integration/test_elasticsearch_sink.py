@@ -19,8 +19,8 @@ from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
 from fanout.runtime.metrics import STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch.documents import json_document
 from sinks.elasticsearch.sink import ElasticsearchSink
+from sinks.elasticsearch.types import json_document
 from tests.integration.conftest import Endpoints
 from tests.support.debezium import (
     CUSTOMERS,

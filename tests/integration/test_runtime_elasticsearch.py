@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
-from sinks.elasticsearch.documents import json_document
+from sinks.elasticsearch.types import json_document
 from tests.support.debezium import (
     DEFAULT_TABLES,
     Message,

@@ -14,7 +14,7 @@ from elasticsearch import ApiError
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch.documents import bulk_lines
+from sinks.elasticsearch.types import bulk_lines
 from sinks.elasticsearch.write import BulkWriter, Entry, chunks
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]  # bulk header -> response item

@@ -1,4 +1,4 @@
-"""Change events -> Elasticsearch documents: ids, JSON values, collapse, bulk actions.
+"""Change events -> Elasticsearch documents (the sink's types): ids, values, collapse, bulk lines.
 
 Package-private helper of ``sinks.elasticsearch.sink``; no I/O here.
 

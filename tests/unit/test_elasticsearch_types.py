@@ -14,7 +14,8 @@ from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
-from sinks.elasticsearch.documents import (
+from sinks.elasticsearch.schema import check_target
+from sinks.elasticsearch.types import (
     bulk_lines,
     collapse,
     document_id,
@@ -22,7 +23,6 @@ from sinks.elasticsearch.documents import (
     json_document,
     json_value,
 )
-from sinks.elasticsearch.schema import check_target
 
 
 def event(
