@@ -93,7 +93,39 @@ def pod_spec(manifest: Manifest) -> dict[str, Any]:
     return spec
 
 
-def config_of(manifests: Sequence[Manifest]) -> dict[str, Any]:
-    (configmap,) = of_kind(manifests, "ConfigMap")
+def value_sets() -> list[str]:
+    """Every ci/<name>-values.yaml, by name: each one must render and validate."""
+    return sorted(
+        path.name.removesuffix("-values.yaml") for path in CI_VALUES.glob("*-values.yaml")
+    )
+
+
+def workloads(manifests: Sequence[Manifest]) -> list[Manifest]:
+    """The sinks' Deployments and StatefulSets (not backfill Jobs)."""
+    return [m for m in manifests if m["kind"] in ("Deployment", "StatefulSet")]
+
+
+def config_of(manifests: Sequence[Manifest], sink: str) -> dict[str, Any]:
+    """The config.yaml of one sink (each sink has its own ConfigMap `<fullname>-<sink>-config`)."""
+    (configmap,) = [
+        m
+        for m in of_kind(manifests, "ConfigMap")
+        if m["metadata"]["name"].endswith(f"-{sink}-config")
+    ]
     config: dict[str, Any] = yaml.safe_load(configmap["data"]["config.yaml"])
     return config
+
+
+def container(manifest: Manifest) -> dict[str, Any]:
+    """The fanout container of a pod template (sidecars aside)."""
+    (fanout,) = [c for c in pod_spec(manifest)["containers"] if c["name"] == "fanout"]
+    return dict(fanout)
+
+
+def env_map(manifest: Manifest) -> dict[str, Any]:
+    """The fanout container's env: name -> value, or its valueFrom."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifest)["env"]}
+
+
+def component(manifest: Manifest) -> str:
+    return str(manifest["metadata"]["labels"].get("app.kubernetes.io/component", ""))

@@ -55,19 +55,23 @@ def render_notes(tmp_path: Path, *args: str) -> str:
     return str(yaml.safe_load(result.stdout)["notes"])
 
 
-def test_notes_name_each_sink_its_group_and_the_backfill(tmp_path: Path) -> None:
-    notes = render_notes(
-        tmp_path, "-f", str(CI_VALUES / "full-values.yaml"), "--set", "backfill.id="
-    )
+def test_notes_name_each_sink_its_workload_group_and_the_backfill_run(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, "-f", str(CI_VALUES / "full-values.yaml"))
     for sink in ("postgres", "elasticsearch", "clickhouse"):
         assert f"deployment/cdc-fanout-{sink}, consumer group fanout-{sink}" in notes
     assert "KEDA 1..4 replicas" in notes
-    assert "get jobs -l fanout/backfill-id=r1" in notes
-    assert "WARNING: backfill.id is empty" in notes
+    assert "get jobs -l fanout/backfill-run=initial-load" in notes
+    assert "--reuse-values --set backfill.runId=" in notes
+
+
+def test_notes_name_the_statefulset_in_embedded_mode(tmp_path: Path) -> None:
+    notes = render_notes(tmp_path, "-f", str(CI_VALUES / "clickhouse-embedded-values.yaml"))
+    assert "statefulset/cdc-fanout-clickhouse, consumer group fanout-clickhouse" in notes
+    assert "exec statefulset/cdc-fanout-clickhouse -- fanout check-config" in notes
 
 
 def test_notes_for_the_defaults(tmp_path: Path) -> None:
     notes = render_notes(tmp_path)
-    assert "deploy/cdc-fanout-postgres -- fanout check-config" in notes
+    assert "exec deployment/cdc-fanout-postgres -- fanout check-config" in notes
     assert "No Secret is referenced" in notes
     assert "Backfill" not in notes

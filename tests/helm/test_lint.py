@@ -9,8 +9,9 @@ from tests.helm.chart import CHART, CI_VALUES, run_helm
 VALUE_SETS = sorted(path.name for path in CI_VALUES.glob("*-values.yaml"))
 
 
-def test_the_ci_value_sets_cover_each_sink_alone_and_everything() -> None:
+def test_the_ci_value_sets_cover_each_sink_alone_everything_and_the_options() -> None:
     expected = {"default", "postgres", "elasticsearch", "clickhouse", "clickhouse-embedded", "full"}
+    expected |= {"keda-sasl", "pod-extras"}
     assert {name.removesuffix("-values.yaml") for name in VALUE_SETS} >= expected
 
 

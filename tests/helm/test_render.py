@@ -4,27 +4,32 @@ from __future__ import annotations
 
 import base64
 import posixpath
-from typing import Any
 
 import kubernetes_validate
 import pytest
+from kubernetes_validate.utils import latest_version
 
 from tests.helm.chart import (
     NAMESPACE,
     RELEASE,
     Manifest,
     by_name,
+    component,
     config_of,
+    container,
+    env_map,
     of_kind,
     pod_spec,
     render,
+    value_sets,
+    workloads,
 )
 
 SINKS = ("postgres", "elasticsearch", "clickhouse")
-VALUE_SETS = ("default", "postgres", "elasticsearch", "clickhouse", "clickhouse-embedded", "full")
-# The chart's kubeVersion floor and a current release.
-KUBE_VERSIONS = ("1.27.0", "1.34.0")
-# Custom resources: no schema in kubernetes-validate; their fields are asserted below instead.
+VALUE_SETS = value_sets()
+# The chart's kubeVersion floor and the newest Kubernetes kubernetes-validate has schemas for.
+KUBE_VERSIONS = ("1.27.0", latest_version())
+# Custom resources: no schema in kubernetes-validate; their fields are asserted in the tests.
 CRD_GROUPS = {"keda.sh", "monitoring.coreos.com"}
 SECRET_VALUES = (
     "kafka-secret-value",
@@ -33,15 +38,18 @@ SECRET_VALUES = (
     "es-api-key-value",
     "ch-secret-value",
 )
-WORKLOAD_KINDS = ("Deployment", "Job")
-
-
-def component(manifest: Manifest) -> str:
-    return str(manifest["metadata"]["labels"].get("app.kubernetes.io/component", ""))
+POD_KINDS = ("Deployment", "StatefulSet", "Job")
 
 
 def sink_objects(manifests: list[Manifest], sink: str) -> list[str]:
-    kinds = ("Deployment", "Service", "PodDisruptionBudget", "ScaledObject")
+    kinds = (
+        "Deployment",
+        "StatefulSet",
+        "ConfigMap",
+        "Service",
+        "PodDisruptionBudget",
+        "ScaledObject",
+    )
     return [
         f"{m['kind']}/{m['metadata']['name']}"
         for m in manifests
@@ -49,20 +57,16 @@ def sink_objects(manifests: list[Manifest], sink: str) -> list[str]:
     ]
 
 
-def workloads(manifests: list[Manifest]) -> list[Manifest]:
-    return [m for m in manifests if m["kind"] in WORKLOAD_KINDS]
-
-
-def container(manifest: Manifest) -> dict[str, Any]:
-    (only,) = pod_spec(manifest)["containers"]
-    return dict(only)
-
-
-def env_map(manifest: Manifest) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifest)["env"]}
+def pods(manifests: list[Manifest]) -> list[Manifest]:
+    """Everything with a pod template: the sinks' workloads and the backfill Jobs."""
+    return [m for m in manifests if m["kind"] in POD_KINDS]
 
 
 # --- Kubernetes schema ---------------------------------------------------------------------
+
+
+def test_the_value_sets_include_the_new_options() -> None:
+    assert {"keda-sasl", "pod-extras", "clickhouse-embedded", "full"} <= set(VALUE_SETS)
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -81,11 +85,13 @@ def test_builtin_objects_validate_strictly(values: str, version: str) -> None:
 def test_only_the_known_custom_resources_are_rendered() -> None:
     kinds = {
         (m["apiVersion"], m["kind"])
-        for m in render("full")
+        for values in VALUE_SETS
+        for m in render(values)
         if m["apiVersion"].split("/")[0] in CRD_GROUPS
     }
     assert kinds == {
         ("keda.sh/v1alpha1", "ScaledObject"),
+        ("keda.sh/v1alpha1", "TriggerAuthentication"),
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
     }
 
@@ -96,10 +102,9 @@ def test_only_the_known_custom_resources_are_rendered() -> None:
 @pytest.mark.parametrize("values", ["postgres", "elasticsearch", "clickhouse"])
 def test_a_sink_alone_renders_only_its_objects(values: str) -> None:
     manifests = render(values)
-    assert [component(m) for m in of_kind(manifests, "Deployment")] == [values]
+    assert [component(m) for m in workloads(manifests)] == [values]
     for other in set(SINKS) - {values}:
         assert sink_objects(manifests, other) == []
-        assert config_of(manifests)["sinks"][other] == {"enabled": False}
 
 
 def test_defaults_run_the_postgres_sink_without_autoscaling_or_monitoring() -> None:
@@ -111,86 +116,42 @@ def test_defaults_run_the_postgres_sink_without_autoscaling_or_monitoring() -> N
 
 @pytest.mark.parametrize("sink", SINKS)
 def test_disabling_a_sink_removes_all_its_objects(sink: str) -> None:
-    sets = [f"sinks.{sink}.enabled=false", "backfill.enabled=false"]
+    sets = [f"sinks.{sink}.enabled=false", "backfill.runId="]
     manifests = render("full", sets=sets)
     assert sink_objects(render("full"), sink), "the sink has objects while enabled"
     assert sink_objects(manifests, sink) == []
-    assert config_of(manifests)["sinks"][sink] == {"enabled": False}
     monitor = of_kind(manifests, "ServiceMonitor")[0]
     assert sink not in monitor["spec"]["selector"]["matchExpressions"][0]["values"]
 
 
-# --- commands --------------------------------------------------------------------------------
+# --- commands and config ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("values", VALUE_SETS)
-def test_each_deployment_runs_its_one_sink(values: str) -> None:
-    for deployment in of_kind(render(values), "Deployment"):
-        sink = component(deployment)
-        assert container(deployment)["args"] == ["run", "--sink", sink]
-        assert env_map(deployment)["FANOUT_CONFIG"] == "/etc/fanout/config.yaml"
+def test_each_workload_runs_its_one_sink_with_its_own_config(values: str) -> None:
+    manifests = render(values)
+    for workload in workloads(manifests):
+        sink = component(workload)
+        assert container(workload)["args"] == ["run", "--sink", sink]
+        assert env_map(workload)["FANOUT_CONFIG"] == "/etc/fanout/config.yaml"
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["config"]["configMap"]["name"] == f"{RELEASE}-fanout-{sink}-config"
+        config = config_of(manifests, sink)
+        assert list(config["sinks"]) == [sink], "a sink's config holds only its own section"
+        assert config["sinks"][sink]["enabled"] is True
 
 
 def test_config_file_is_mounted_where_fanout_config_points() -> None:
-    for workload in workloads(render("full")):
-        mounts = {m["name"]: m for m in container(workload)["volumeMounts"]}
-        path = env_map(workload)["FANOUT_CONFIG"]
+    for pod in pods(render("full")):
+        mounts = {m["name"]: m for m in container(pod)["volumeMounts"]}
+        path = env_map(pod)["FANOUT_CONFIG"]
         assert mounts["config"]["mountPath"] == posixpath.dirname(path)
         assert mounts["config"]["readOnly"] is True
-        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
-        assert volumes["config"]["configMap"]["name"] == f"{RELEASE}-fanout-config"
 
 
-def test_backfill_jobs_run_exactly_fanout_backfill() -> None:
-    jobs = by_name(render("full"), "Job")
-    assert sorted(jobs) == [
-        f"{RELEASE}-fanout-backfill-clickhouse-initial-load",
-        f"{RELEASE}-fanout-backfill-postgres-initial-load",
-    ]
-    for name, job in jobs.items():
-        sink = job["metadata"]["labels"]["fanout/sink"]
-        assert sink in name
-        assert container(job)["args"] == [
-            "backfill",
-            "--sink",
-            sink,
-            "--from",
-            "2025-01-31T00:00:00Z",
-            "--id",
-            "initial-load",
-        ]
-        assert job["spec"]["backoffLimit"] == 3
-        assert job["spec"]["ttlSecondsAfterFinished"] == 604800
-        assert job["spec"]["activeDeadlineSeconds"] == 86400
-        assert pod_spec(job)["restartPolicy"] == "Never"
-        assert job["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
-        assert "livenessProbe" not in container(job)
-
-
-def test_backfill_from_earliest_with_the_revision_as_id() -> None:
-    sets = ["backfill.enabled=true", "backfill.sinks={postgres}"]
-    (job,) = of_kind(render("default", sets=sets), "Job")
-    assert job["metadata"]["name"] == f"{RELEASE}-fanout-backfill-postgres-r1"
-    assert container(job)["args"] == [
-        "backfill",
-        "--sink",
-        "postgres",
-        "--from",
-        "earliest",
-        "--id",
-        "r1",
-    ]
-
-
-def test_a_second_backfill_gets_its_own_job_name() -> None:
-    base = ["backfill.enabled=true", "backfill.sinks={postgres}"]
-    first = of_kind(render("default", sets=[*base, "backfill.id=first"]), "Job")[0]
-    second = of_kind(render("default", sets=[*base, "backfill.id=second"]), "Job")[0]
-    assert first["metadata"]["name"] != second["metadata"]["name"]
-
-
-def test_no_backfill_job_unless_enabled() -> None:
-    assert of_kind(render("default", sets=["backfill.sinks={postgres}"]), "Job") == []
+def test_one_configmap_per_enabled_sink_and_no_other_config() -> None:
+    names = sorted(m["metadata"]["name"] for m in of_kind(render("full"), "ConfigMap"))
+    assert names == [f"{RELEASE}-fanout-{sink}-config" for sink in sorted(SINKS)]
 
 
 # --- config and secrets ----------------------------------------------------------------------
@@ -243,32 +204,54 @@ def test_without_passwords_no_secret_and_no_secret_env() -> None:
     assert set(env_map(of_kind(manifests, "Deployment")[0])) == {"FANOUT_CONFIG"}
 
 
-def checksums(*files: str, sets: tuple[str, ...] = ()) -> dict[str, str]:
-    (deployment,) = of_kind(render(*files, sets=sets), "Deployment")
-    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    return {k: v for k, v in annotations.items() if k.startswith("checksum/")}
+def checksums(*files: str, sets: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """Per sink: the checksum/* annotations of its pod template."""
+    found = {}
+    for workload in workloads(render(*files, sets=sets)):
+        annotations = workload["spec"]["template"]["metadata"]["annotations"]
+        found[component(workload)] = {
+            k: v for k, v in annotations.items() if k.startswith("checksum/")
+        }
+    return found
 
 
-def test_checksum_config_changes_with_the_config_and_only_then() -> None:
-    base = checksums("default")
-    assert checksums("default", sets=("sinks.postgres.batch.maxEvents=100",)) != base
-    assert checksums("default", sets=("kafka.bootstrapServers=other:9092",)) != base
-    assert checksums("default", sets=("image.tag=9.9.9",)) == base
-    assert checksums("default", sets=("sinks.postgres.replicaCount=3",)) == base
+def changed(before: dict[str, dict[str, str]], after: dict[str, dict[str, str]]) -> set[str]:
+    return {sink for sink in before if before[sink] != after[sink]}
 
 
-def test_checksum_secret_changes_with_a_password() -> None:
-    one = checksums("default", sets=("sinks.postgres.password=a",))
-    two = checksums("default", sets=("sinks.postgres.password=b",))
-    assert one["checksum/config"] == two["checksum/config"]
-    assert one["checksum/secret"] != two["checksum/secret"]
+def test_a_sink_config_change_rolls_only_that_sink() -> None:
+    base = checksums("full")
+    assert set(base) == set(SINKS)
+    one = checksums("full", sets=("sinks.postgres.batch.maxEvents=100",))
+    assert changed(base, one) == {"postgres"}
+    database = checksums("full", sets=("sinks.clickhouse.database=analytics",))
+    assert changed(base, database) == {"clickhouse"}
+    shared = checksums("full", sets=("kafka.bootstrapServers=other:9092",))
+    assert changed(base, shared) == set(SINKS)
+    assert changed(base, checksums("full", sets=("logging.level=DEBUG",))) == set(SINKS)
+
+
+def test_checksums_ignore_what_is_not_config() -> None:
+    base = checksums("full")
+    assert changed(base, checksums("full", sets=("image.tag=9.9.9",))) == set()
+    assert changed(base, checksums("full", sets=("sinks.clickhouse.replicaCount=3",))) == set()
+
+
+def test_a_password_change_rolls_only_the_sinks_that_read_it() -> None:
+    base = checksums("full")
+    postgres = checksums("full", sets=("sinks.postgres.password=new",))
+    assert changed(base, postgres) == {"postgres"}
+    assert base["postgres"]["checksum/config"] == postgres["postgres"]["checksum/config"]
+    kafka = checksums("full", sets=("kafka.saslPassword=new",))
+    assert changed(base, kafka) == set(SINKS)
 
 
 def test_metrics_port_is_the_same_in_config_container_probes_and_service() -> None:
     manifests = render("default", sets=["metrics.port=9200"])
-    assert config_of(manifests)["metrics"] == {"host": "0.0.0.0", "port": 9200}
+    assert config_of(manifests, "postgres")["metrics"] == {"host": "0.0.0.0", "port": 9200}
     main = container(of_kind(manifests, "Deployment")[0])
     assert main["ports"] == [{"name": "metrics", "containerPort": 9200, "protocol": "TCP"}]
+    assert main["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     (service,) = of_kind(manifests, "Service")
@@ -278,10 +261,10 @@ def test_metrics_port_is_the_same_in_config_container_probes_and_service() -> No
 # --- security --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("values", ["full", "clickhouse-embedded"])
+@pytest.mark.parametrize("values", ["full", "clickhouse-embedded", "keda-sasl"])
 def test_every_pod_and_container_is_locked_down(values: str) -> None:
-    for workload in workloads(render(values)):
-        spec = pod_spec(workload)
+    for pod in pods(render(values)):
+        spec = pod_spec(pod)
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert spec["automountServiceAccountToken"] is False
@@ -299,15 +282,13 @@ def test_every_pod_and_container_is_locked_down(values: str) -> None:
 
 @pytest.mark.parametrize("values", ["full", "clickhouse-embedded"])
 def test_only_tmp_and_the_chdb_data_dir_are_writable(values: str) -> None:
-    for workload in workloads(render(values)):
-        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    for pod in pods(render(values)):
+        volumes = {v["name"]: v for v in pod_spec(pod)["volumes"]}
         assert "emptyDir" in volumes["tmp"]
-        writable = {
-            m["mountPath"] for m in container(workload)["volumeMounts"] if not m.get("readOnly")
-        }
+        writable = {m["mountPath"] for m in container(pod)["volumeMounts"] if not m.get("readOnly")}
         allowed = {"/tmp", "/var/lib/fanout/chdb"}
         assert "/tmp" in writable
-        assert writable <= allowed, workload["metadata"]["name"]
+        assert writable <= allowed, pod["metadata"]["name"]
 
 
 def test_service_account_does_not_mount_a_token() -> None:
@@ -315,91 +296,23 @@ def test_service_account_does_not_mount_a_token() -> None:
     assert account["automountServiceAccountToken"] is False
 
 
-# --- clickhouse embedded ---------------------------------------------------------------------
-
-
-def test_clickhouse_embedded_keeps_its_data_on_the_claim_and_recreates() -> None:
-    manifests = render("clickhouse-embedded")
-    (deployment,) = of_kind(manifests, "Deployment")
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
-    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
-    assert volumes["chdb-data"] == {
-        "name": "chdb-data",
-        "persistentVolumeClaim": {"claimName": "fanout-chdb"},
-    }
-    mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
-    clickhouse = config_of(manifests)["sinks"]["clickhouse"]
-    assert mounts["chdb-data"] == clickhouse["data_dir"] == "/var/lib/fanout/chdb"
-    assert clickhouse["mode"] == "embedded"
-    assert "host" not in clickhouse
-
-
-def test_clickhouse_embedded_without_claim_uses_a_bounded_emptydir() -> None:
-    manifests = render("clickhouse-embedded", sets=["sinks.clickhouse.embedded.existingClaim="])
-    volumes = {v["name"]: v for v in pod_spec(of_kind(manifests, "Deployment")[0])["volumes"]}
-    assert volumes["chdb-data"]["emptyDir"] == {"sizeLimit": "10Gi"}
-
-
-def test_clickhouse_server_mode_has_no_data_volume() -> None:
-    (deployment,) = of_kind(render("clickhouse"), "Deployment")
-    assert "chdb-data" not in {v["name"] for v in pod_spec(deployment)["volumes"]}
-    assert "strategy" not in deployment["spec"]
-
-
-# --- KEDA, PDB, ServiceMonitor ---------------------------------------------------------------
-
-
-def test_scaled_objects_scale_each_sink_on_its_consumer_group_capped_at_partitions() -> None:
-    manifests = render("full")
-    objects = by_name(manifests, "ScaledObject")
-    deployments = by_name(manifests, "Deployment")
-    expected_max = {"postgres": 4, "elasticsearch": 3}  # min(maxReplicas, partitionCount)
-    assert {component(o) for o in objects.values()} == set(expected_max)
-    for name, scaled in objects.items():
-        sink = component(scaled)
-        spec = scaled["spec"]
-        assert spec["scaleTargetRef"]["name"] == name
-        assert "replicas" not in deployments[name]["spec"]
-        assert spec["maxReplicaCount"] == expected_max[sink]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "kafka"
-        assert trigger["authenticationRef"] == {"name": "fanout-kafka-auth"}
-        metadata = trigger["metadata"]
-        assert metadata["consumerGroup"] == f"fanout-{sink}"
-        assert metadata["bootstrapServers"] == "kafka:9092"
-        assert metadata["topic"] == "dbserver1.inventory.customers"
-        assert metadata["sasl"] == "plaintext"
-        assert all(isinstance(v, str) for v in metadata.values()), "KEDA wants strings"
-    assert deployments[f"{RELEASE}-fanout-clickhouse"]["spec"]["replicas"] == 2
-
-
-def test_scaled_object_omits_topic_for_a_pattern() -> None:
-    sets = [
-        "kafka.topics=null",
-        "kafka.topicPattern=^db\\..*",
-        "sinks.postgres.autoscaling.enabled=true",
-        "sinks.postgres.autoscaling.partitionCount=24",
-    ]
-    (scaled,) = of_kind(render("default", sets=sets), "ScaledObject")
-    assert "topic" not in scaled["spec"]["triggers"][0]["metadata"]
-    assert scaled["spec"]["maxReplicaCount"] == 6
+# --- PDB, Services, ServiceMonitor -----------------------------------------------------------
 
 
 def test_pdbs_and_services_select_their_sinks_pods() -> None:
     manifests = render("full")
-    pods = {
-        component(d): d["spec"]["template"]["metadata"]["labels"]
-        for d in of_kind(manifests, "Deployment")
+    pod_labels = {
+        component(w): w["spec"]["template"]["metadata"]["labels"] for w in workloads(manifests)
     }
     for pdb in of_kind(manifests, "PodDisruptionBudget"):
         selector = pdb["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= pods[component(pdb)].items()
+        assert selector.items() <= pod_labels[component(pdb)].items()
         assert selector["app.kubernetes.io/component"] == component(pdb)
     for service in of_kind(manifests, "Service"):
-        assert service["spec"]["selector"].items() <= pods[component(service)].items()
-    for deployment in of_kind(manifests, "Deployment"):
-        selector = deployment["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        assert service["spec"]["selector"].items() <= pod_labels[component(service)].items()
+    for workload in workloads(manifests):
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= workload["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_pdb_takes_min_available_when_set() -> None:
@@ -408,6 +321,17 @@ def test_pdb_takes_min_available_when_set() -> None:
     assert "maxUnavailable" not in pdb["spec"]
     (default,) = of_kind(render("default"), "PodDisruptionBudget")
     assert default["spec"]["maxUnavailable"] == 1
+
+
+def test_pdb_lets_drains_evict_unready_pods_by_default() -> None:
+    """A sink outage leaves every pod unready; with the default policy a drain would block."""
+    (pdb,) = of_kind(render("default"), "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    (kept,) = of_kind(render("pod-extras"), "PodDisruptionBudget")
+    assert kept["spec"]["unhealthyPodEvictionPolicy"] == "IfHealthyBudget"
+    sets = ["sinks.postgres.pdb.unhealthyPodEvictionPolicy="]
+    (unset,) = of_kind(render("default", sets=sets), "PodDisruptionBudget")
+    assert "unhealthyPodEvictionPolicy" not in unset["spec"]
 
 
 def test_service_monitor_selects_the_metrics_services() -> None:
@@ -434,16 +358,16 @@ def test_service_monitor_selects_the_metrics_services() -> None:
 
 def test_names_stay_within_63_characters_and_distinct() -> None:
     long_name = "a-very-long-fullname-override-that-fills-up-the-kubernetes-limit"
-    manifests = render(
-        "full", sets=[f"fullnameOverride={long_name}", "backfill.id=abcdefghijklmnopqrst"]
-    )
+    run_id = "a-thirty-character-run-id-0123"
+    manifests = render("full", sets=[f"fullnameOverride={long_name}", f"backfill.runId={run_id}"])
     names = [(m["kind"], m["metadata"]["name"]) for m in manifests]
     assert len(set(names)) == len(names)
     for _, name in names:
         assert len(name) <= 63, name
         assert not name.endswith("-")
     jobs = [n for kind, n in names if kind == "Job"]
-    assert all(n.endswith("-abcdefghijklmnopqrst") for n in jobs)
+    assert jobs
+    assert all(n.endswith(f"-{run_id}") for n in jobs)
 
 
 def test_common_labels_and_annotations_reach_every_object() -> None:

@@ -44,7 +44,26 @@ SCHEMA_ERRORS = [
     (["logging.level=TRACE"], "logging.level must be one of the following"),
     (["backfill.sinks={mysql}"], "backfill.sinks.0 must be one of the following"),
     (["backfill.from=yesterday"], "backfill.from: Does not match pattern"),
-    (["backfill.id=Not_A_Label"], "backfill.id: Does not match pattern"),
+    (["backfill.runId=Not_A_Label"], "backfill.runId: Does not match pattern"),
+    (["backfill.enabled=true"], "backfill: Additional property enabled is not allowed"),
+    (["terminationGracePeriodSeconds=60"], "Additional property terminationGracePeriodSeconds"),
+    (
+        ["sinks.postgres.pdb.unhealthyPodEvictionPolicy=Always"],
+        "sinks.postgres.pdb.unhealthyPodEvictionPolicy must be one of the following",
+    ),
+    (
+        ["sinks.postgres.autoscaling.fallback.replicas=2"],
+        "sinks.postgres.autoscaling.fallback: Has a dependency on failureThreshold",
+    ),
+    (
+        ["sinks.clickhouse.embedded.persistence.accessModes={ReadOnlyMany}"],
+        "sinks.clickhouse.embedded.persistence.accessModes.0 must be one of the following",
+    ),
+    (
+        ["sinks.clickhouse.embedded.persistence.size=lots"],
+        "sinks.clickhouse.embedded.persistence.size: Does not match pattern",
+    ),
+    (["extraApiVersions={keda}"], "extraApiVersions.0: Does not match pattern"),
     (["image.pullPolicy=Sometimes"], "image.pullPolicy must be one of the following"),
     (["metrics.port=0"], "metrics.port: Must be greater than or equal to 1"),
     (["replicaCount=2"], "Additional property replicaCount is not allowed"),
@@ -60,11 +79,12 @@ TEMPLATE_ERRORS = [
         '"postgres-password"',
     ),
     (
-        ["sinks.postgres.autoscaling.enabled=true"],
+        ["sinks.postgres.autoscaling.enabled=true", "extraApiVersions={keda.sh/v1alpha1}"],
         "sinks.postgres.autoscaling.partitionCount is required when autoscaling is enabled",
     ),
     (
         [
+            "extraApiVersions={keda.sh/v1alpha1}",
             "sinks.postgres.autoscaling.enabled=true",
             "sinks.postgres.autoscaling.partitionCount=2",
             "sinks.postgres.autoscaling.minReplicas=3",
@@ -78,21 +98,60 @@ TEMPLATE_ERRORS = [
             "sinks.clickhouse.mode=embedded",
             "sinks.clickhouse.replicaCount=2",
         ],
-        "sinks.clickhouse.mode=embedded keeps its data inside one pod",
+        "sinks.clickhouse.mode=embedded keeps its data on one volume opened by one process",
     ),
-    (["backfill.enabled=true"], "backfill.sinks is empty"),
+    (["backfill.runId=r1"], "backfill.runId is set but backfill.sinks is empty"),
     (
-        ["backfill.enabled=true", "backfill.sinks={elasticsearch}"],
+        ["backfill.runId=r1", "backfill.sinks={elasticsearch}"],
         'backfill.sinks names "elasticsearch" but sinks.elasticsearch.enabled is false',
     ),
     (
         [
             "sinks.clickhouse.enabled=true",
             "sinks.clickhouse.mode=embedded",
-            "backfill.enabled=true",
+            "backfill.runId=r1",
             "backfill.sinks={clickhouse}",
         ],
-        "backfill of sinks.clickhouse in embedded mode",
+        "backfill.sinks names clickhouse, which runs in embedded mode",
+    ),
+    (
+        [
+            "sinks.clickhouse.enabled=true",
+            "sinks.clickhouse.mode=embedded",
+            "sinks.clickhouse.autoscaling.enabled=true",
+        ],
+        "sinks.clickhouse.mode=embedded keeps its data on one volume opened by one process",
+    ),
+    (
+        [
+            "extraApiVersions={keda.sh/v1alpha1}",
+            "sinks.postgres.autoscaling.enabled=true",
+            "sinks.postgres.autoscaling.partitionCount=3",
+            "kafka.securityProtocol=SASL_SSL",
+            "kafka.saslMechanism=GSSAPI",
+            "secrets.existingSecret=creds",
+        ],
+        'only for SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (kafka.saslMechanism is "GSSAPI")',
+    ),
+    (
+        [
+            "extraApiVersions={keda.sh/v1alpha1}",
+            "sinks.postgres.autoscaling.enabled=true",
+            "sinks.postgres.autoscaling.partitionCount=3",
+            "kafka.securityProtocol=SASL_SSL",
+            "kafka.saslMechanism=PLAIN",
+        ],
+        "KEDA needs the Kafka SASL password for its lag checks",
+    ),
+    (
+        [
+            "extraApiVersions={keda.sh/v1alpha1}",
+            "sinks.postgres.autoscaling.enabled=true",
+            "sinks.postgres.autoscaling.partitionCount=3",
+            "kafka.securityProtocol=SSL",
+            "keda.extraTriggerMetadata.tls=enable",
+        ],
+        "keda.extraTriggerMetadata.tls conflicts with the chart-made TriggerAuthentication",
     ),
     (
         ["metrics.serviceMonitor.enabled=true", "metrics.service.enabled=false"],

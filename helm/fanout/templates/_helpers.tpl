@@ -85,13 +85,25 @@ app.kubernetes.io/component: {{ .sink }}
 app.kubernetes.io/component: {{ .sink }}
 {{- end -}}
 
-{{/* Labels of a backfill Job and its pods. Takes (dict "root" $ "sink" name "id" id). */}}
+{{/* Labels of a backfill Job (metadata). Takes (dict "root" $ "sink" name "runId" id). */}}
 {{- define "fanout.backfill.labels" -}}
 {{- $labels := include "fanout.labels" .root | fromYaml -}}
 {{- $_ := set $labels "app.kubernetes.io/component" "backfill" -}}
 {{- $_ := set $labels "fanout/sink" .sink -}}
-{{- $_ := set $labels "fanout/backfill-id" .id -}}
+{{- $_ := set $labels "fanout/backfill-run" .runId -}}
 {{- toYaml $labels -}}
+{{- end -}}
+
+{{/*
+Labels of a backfill Job's pods: only what identifies the run, never the chart or app version
+or values an unrelated upgrade changes (a Job's pod template is immutable).
+*/}}
+{{- define "fanout.backfill.podLabels" -}}
+{{- $labels := include "fanout.selectorLabels" .root | fromYaml -}}
+{{- $_ := set $labels "app.kubernetes.io/component" "backfill" -}}
+{{- $_ := set $labels "fanout/sink" .sink -}}
+{{- $_ := set $labels "fanout/backfill-run" .runId -}}
+{{- toYaml (merge $labels .root.Values.backfill.podLabels) -}}
 {{- end -}}
 
 {{/*
@@ -126,8 +138,16 @@ annotations:
 {{- end -}}
 {{- end -}}
 
-{{- define "fanout.configMapName" -}}
-{{- include "fanout.componentName" (dict "root" . "suffix" "config") -}}
+{{/* One ConfigMap per sink, so a change to one sink's config rolls only that sink. */}}
+{{- define "fanout.sink.configMapName" -}}
+{{- include "fanout.componentName" (dict "root" .root "suffix" (printf "%s-config" .sink)) -}}
+{{- end -}}
+
+{{/* True when the cluster serves an API version, or values.extraApiVersions names it. Takes (dict "root" $ "api" "group/version"). */}}
+{{- define "fanout.hasApi" -}}
+{{- if or (.root.Capabilities.APIVersions.Has .api) (has .api .root.Values.extraApiVersions) -}}
+true
+{{- end -}}
 {{- end -}}
 
 {{- define "fanout.configPath" -}}
@@ -206,8 +226,8 @@ referenced (optional); with the chart-made one only the keys it holds.
 {{- $env | toJson -}}
 {{- end -}}
 
-{{/* The runtime's config.yaml; secrets never appear here (they are env vars). */}}
-{{- define "fanout.config" -}}
+{{/* The kafka: section of config.yaml, as JSON. */}}
+{{- define "fanout.kafkaConfig" -}}
 {{- $k := .Values.kafka -}}
 {{- $kafka := dict
     "bootstrap_servers" $k.bootstrapServers
@@ -223,24 +243,26 @@ referenced (optional); with the chart-made one only the keys it holds.
 {{- if $k.saslMechanism }}{{ $_ := set $kafka "sasl_mechanism" $k.saslMechanism }}{{ end -}}
 {{- if $k.saslUsername }}{{ $_ := set $kafka "sasl_username" $k.saslUsername }}{{ end -}}
 {{- if $k.sslCaLocation }}{{ $_ := set $kafka "ssl_ca_location" $k.sslCaLocation }}{{ end -}}
-{{- $sinks := dict -}}
-{{- range $name := include "fanout.sinkNames" . | fromJsonArray -}}
-{{- $_ := set $sinks $name (include "fanout.sink.config" (dict "root" $ "sink" $name) | fromJson) -}}
+{{- $kafka | toJson -}}
 {{- end -}}
+
+{{/*
+One sink's config.yaml: the shared kafka/metrics/logging sections and that sink's section only
+(the runtime's defaults leave the other sinks disabled). Secrets never appear here (env vars).
+*/}}
+{{- define "fanout.sink.configYaml" -}}
+{{- $root := .root -}}
 {{- $config := dict
-    "kafka" $kafka
-    "metrics" (dict "host" "0.0.0.0" "port" .Values.metrics.port)
-    "logging" (dict "level" .Values.logging.level "format" .Values.logging.format)
-    "sinks" $sinks -}}
+    "kafka" (include "fanout.kafkaConfig" $root | fromJson)
+    "metrics" (dict "host" "0.0.0.0" "port" $root.Values.metrics.port)
+    "logging" (dict "level" $root.Values.logging.level "format" $root.Values.logging.format)
+    "sinks" (dict .sink (include "fanout.sink.config" . | fromJson)) -}}
 {{- toYaml $config -}}
 {{- end -}}
 
-{{/* One sink's section of config.yaml, as JSON. A disabled sink is only `enabled: false`. */}}
+{{/* One sink's section of config.yaml, as JSON. */}}
 {{- define "fanout.sink.config" -}}
 {{- $v := index .root.Values.sinks .sink -}}
-{{- if not $v.enabled -}}
-{{- dict "enabled" false | toJson -}}
-{{- else -}}
 {{- $common := dict
     "enabled" true
     "batch" (dict "max_events" $v.batch.maxEvents "max_bytes" $v.batch.maxBytes "max_wait_ms" $v.batch.maxWaitMs)
@@ -248,7 +270,6 @@ referenced (optional); with the chart-made one only the keys it holds.
     "routing" (dict "include" $v.routing.include "exclude" $v.routing.exclude "target_format" $v.routing.targetFormat "tables" $v.routing.tables) -}}
 {{- $specific := include (printf "fanout.sink.config.%s" .sink) $v | fromJson -}}
 {{- merge $common $specific | toJson -}}
-{{- end -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.postgres" -}}
@@ -265,7 +286,7 @@ referenced (optional); with the chart-made one only the keys it holds.
 {{- end -}}
 
 {{- define "fanout.sink.config.clickhouse" -}}
-{{- $c := dict "mode" .mode "database" .database -}}
+{{- $c := dict "mode" .mode "database" .database "send_receive_timeout_s" .sendReceiveTimeoutS -}}
 {{- if eq .mode "embedded" -}}
 {{- $_ := set $c "data_dir" .embedded.dataDir -}}
 {{- else -}}
@@ -278,15 +299,65 @@ referenced (optional); with the chart-made one only the keys it holds.
 {{- $c | toJson -}}
 {{- end -}}
 
-{{- define "fanout.backfillId" -}}
-{{- .Values.backfill.id | default (printf "r%d" (int .Release.Revision)) -}}
-{{- end -}}
-
 {{- define "fanout.clickhouseEmbedded" -}}
 {{- $ch := .Values.sinks.clickhouse -}}
 {{- if and $ch.enabled (eq $ch.mode "embedded") -}}
 true
 {{- end -}}
+{{- end -}}
+
+{{/* "StatefulSet" for ClickHouse in embedded mode (its data is on a claim), else "Deployment". */}}
+{{- define "fanout.sink.workloadKind" -}}
+{{- if and (eq .sink "clickhouse") (include "fanout.clickhouseEmbedded" .root) -}}
+StatefulSet
+{{- else -}}
+Deployment
+{{- end -}}
+{{- end -}}
+
+{{/*
+terminationGracePeriodSeconds of a sink's pods: sinks.<sink>.terminationGracePeriodSeconds, or
+derived. On SIGTERM a worker finishes the write in flight, writes and commits the batch it
+had prepared (two writes, each bounded by the sink's write timeout), flushes its DLQ producer
+(up to 30 s) and leaves the group:
+  2 x write timeout + ceil(batch.maxWaitMs / 1000) + 40
+The write timeout is requestTimeoutS (Elasticsearch), sendReceiveTimeoutS (ClickHouse), and
+60 s for PostgreSQL (fanout sets no statement timeout there).
+*/}}
+{{- define "fanout.sink.gracePeriod" -}}
+{{- $v := index .root.Values.sinks .sink -}}
+{{- if not (kindIs "invalid" $v.terminationGracePeriodSeconds) -}}
+{{- $v.terminationGracePeriodSeconds -}}
+{{- else -}}
+{{- $write := 60 -}}
+{{- if eq .sink "elasticsearch" }}{{ $write = int (ceil $v.requestTimeoutS) }}{{ end -}}
+{{- if eq .sink "clickhouse" }}{{ $write = int (ceil $v.sendReceiveTimeoutS) }}{{ end -}}
+{{- add (mul 2 $write) (div (add (int $v.batch.maxWaitMs) 999) 1000) 40 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The KEDA `sasl` value for kafka.saslMechanism; empty when the chart cannot map it. */}}
+{{- define "fanout.keda.sasl" -}}
+{{- $map := dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512" -}}
+{{- index $map (.Values.kafka.saslMechanism | default "GSSAPI") | default "" -}}
+{{- end -}}
+
+{{/* True when some enabled sink autoscales. */}}
+{{- define "fanout.autoscaling" -}}
+{{- range $name := include "fanout.enabledSinks" . | fromJsonArray -}}
+{{- if (index $.Values.sinks $name).autoscaling.enabled -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True when the chart makes the KEDA TriggerAuthentication (secured Kafka, none named). */}}
+{{- define "fanout.keda.makeAuth" -}}
+{{- if and (include "fanout.autoscaling" .) (not .Values.keda.authenticationRef) (ne .Values.kafka.securityProtocol "PLAINTEXT") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{- define "fanout.keda.authName" -}}
+{{- include "fanout.componentName" (dict "root" . "suffix" "kafka-auth") -}}
 {{- end -}}
 
 {{/*
@@ -297,6 +368,12 @@ Rendered once, from the ConfigMap template.
 {{- $enabled := include "fanout.enabledSinks" . | fromJsonArray -}}
 {{- if not $enabled -}}
 {{- fail "fanout: enable at least one sink (sinks.postgres.enabled, sinks.elasticsearch.enabled, sinks.clickhouse.enabled)" -}}
+{{- end -}}
+{{- $ch := .Values.sinks.clickhouse -}}
+{{- if include "fanout.clickhouseEmbedded" . -}}
+{{- if or (gt (int $ch.replicaCount) 1) $ch.autoscaling.enabled -}}
+{{- fail "fanout: sinks.clickhouse.mode=embedded keeps its data on one volume opened by one process: set sinks.clickhouse.replicaCount to 1 (or 0 to stop it) and sinks.clickhouse.autoscaling.enabled to false" -}}
+{{- end -}}
 {{- end -}}
 {{- $k := .Values.kafka -}}
 {{- if and $k.topics $k.topicPattern -}}
@@ -312,59 +389,73 @@ Rendered once, from the ConfigMap template.
 {{- end -}}
 {{- range $name := $enabled -}}
 {{- $a := (index $.Values.sinks $name).autoscaling -}}
-{{- if and $a.enabled (not $a.partitionCount) -}}
-{{- fail (printf "fanout: sinks.%s.autoscaling.partitionCount is required when autoscaling is enabled: set it to the number of partitions the consumer group fanout-%s shares (more replicas would sit idle)" $name $name) -}}
+{{- if $a.enabled -}}
+{{- if not (include "fanout.hasApi" (dict "root" $ "api" "keda.sh/v1alpha1")) -}}
+{{- fail (printf "fanout: sinks.%s.autoscaling.enabled needs KEDA, but the cluster does not serve keda.sh/v1alpha1: install KEDA first, or set autoscaling.enabled=false; to render offline add keda.sh/v1alpha1 to extraApiVersions (or pass --api-versions keda.sh/v1alpha1)" $name) -}}
 {{- end -}}
-{{- if and $a.enabled (gt (int $a.minReplicas) (min (int $a.maxReplicas) (int $a.partitionCount))) -}}
+{{- if not $a.partitionCount -}}
+{{- fail (printf "fanout: sinks.%s.autoscaling.partitionCount is required when autoscaling is enabled: set it to the number of partitions the consumer group %s-%s shares (more replicas would sit idle)" $name $k.groupPrefix $name) -}}
+{{- end -}}
+{{- if gt (int $a.minReplicas) (min (int $a.maxReplicas) (int $a.partitionCount)) -}}
 {{- fail (printf "fanout: sinks.%s.autoscaling.minReplicas (%d) is greater than maxReplicas capped at partitionCount (%d)" $name (int $a.minReplicas) (min (int $a.maxReplicas) (int $a.partitionCount))) -}}
 {{- end -}}
-{{- end -}}
-{{- if include "fanout.clickhouseEmbedded" . -}}
-{{- $ch := .Values.sinks.clickhouse -}}
-{{- if or (gt (int $ch.replicaCount) 1) $ch.autoscaling.enabled -}}
-{{- fail "fanout: sinks.clickhouse.mode=embedded keeps its data inside one pod: set sinks.clickhouse.replicaCount to 1 and sinks.clickhouse.autoscaling.enabled to false" -}}
+{{- if and $k.topicPattern (eq (int $a.minReplicas) 0) -}}
+{{- fail (printf "fanout: sinks.%s.autoscaling.minReplicas=0 with kafka.topicPattern could never wake up: KEDA's kafka scaler takes no pattern, and without a topic it only sees topics the group has committed offsets for (none for a new group, none once Kafka expires an idle group's offsets). Set minReplicas to 1 or more, or list the topics in kafka.topics" $name) -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- end -}}
+{{- if include "fanout.keda.makeAuth" . -}}
+{{- if and (hasPrefix "SASL" $k.securityProtocol) (not (include "fanout.keda.sasl" .)) -}}
+{{- fail (printf "fanout: the chart makes the KEDA TriggerAuthentication only for SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (kafka.saslMechanism is %q): make one yourself and name it in keda.authenticationRef" ($k.saslMechanism | default "empty, i.e. GSSAPI")) -}}
+{{- end -}}
+{{- if and (hasPrefix "SASL" $k.securityProtocol) (not .Values.secrets.existingSecret) (not $k.saslPassword) -}}
+{{- fail "fanout: KEDA needs the Kafka SASL password for its lag checks: set secrets.existingSecret (key secrets.keys.kafkaSaslPassword) or kafka.saslPassword" -}}
+{{- end -}}
+{{- range $key := list "sasl" "tls" -}}
+{{- if hasKey $.Values.keda.extraTriggerMetadata $key -}}
+{{- fail (printf "fanout: keda.extraTriggerMetadata.%s conflicts with the chart-made TriggerAuthentication, which sets it from kafka.securityProtocol/kafka.saslMechanism (KEDA refuses both): remove it, or name your own TriggerAuthentication in keda.authenticationRef" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.metrics.serviceMonitor.enabled -}}
+{{- if not .Values.metrics.service.enabled -}}
 {{- fail "fanout: metrics.serviceMonitor.enabled needs metrics.service.enabled=true" -}}
 {{- end -}}
-{{- if .Values.backfill.enabled -}}
-{{- if not .Values.backfill.sinks -}}
-{{- fail "fanout: backfill.enabled is true but backfill.sinks is empty: name the sinks to backfill" -}}
+{{- if not (include "fanout.hasApi" (dict "root" . "api" "monitoring.coreos.com/v1")) -}}
+{{- fail "fanout: metrics.serviceMonitor.enabled needs the Prometheus Operator, but the cluster does not serve monitoring.coreos.com/v1: install its CRDs first, or set metrics.serviceMonitor.enabled=false; to render offline add monitoring.coreos.com/v1 to extraApiVersions (or pass --api-versions monitoring.coreos.com/v1)" -}}
 {{- end -}}
-{{- range $name := .Values.backfill.sinks -}}
+{{- end -}}
+{{- $b := .Values.backfill -}}
+{{- if $b.runId -}}
+{{- if not $b.sinks -}}
+{{- fail "fanout: backfill.runId is set but backfill.sinks is empty: name the sinks to backfill" -}}
+{{- end -}}
+{{- range $name := $b.sinks -}}
 {{- if not (has $name $enabled) -}}
 {{- fail (printf "fanout: backfill.sinks names %q but sinks.%s.enabled is false" $name $name) -}}
 {{- end -}}
 {{- if and (eq $name "clickhouse") (include "fanout.clickhouseEmbedded" $) -}}
-{{- fail "fanout: backfill of sinks.clickhouse in embedded mode is not supported by a Job (the chDB data lives in the sink's pod): run `fanout backfill` in that pod" -}}
+{{- fail "fanout: backfill.sinks names clickhouse, which runs in embedded mode: its chDB data may be opened by one process only, the sink's own pod, so a backfill Job (a second opener) cannot work. Re-read through that pod instead: stop it (sinks.clickhouse.replicaCount=0), move its group back with `fanout offsets reset --sink clickhouse --to <time>`, start it again (docs/DEPLOYMENT.md, Backfill); or use ClickHouse in server mode" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
 
-{{/* Volumes of a pod running one sink (Deployment or backfill Job). */}}
+{{/* Volumes of a pod running one sink (workload or backfill Job). */}}
 {{- define "fanout.volumes" -}}
 - name: config
   configMap:
-    name: {{ include "fanout.configMapName" .root }}
+    name: {{ include "fanout.sink.configMapName" . }}
 - name: tmp
   emptyDir:
     {{- with .root.Values.tmpDir.sizeLimit }}
     sizeLimit: {{ . }}
     {{- end }}
-{{- if and (eq .sink "clickhouse") (include "fanout.clickhouseEmbedded" .root) }}
-{{- $embedded := .root.Values.sinks.clickhouse.embedded }}
+{{- if and (eq .sink "clickhouse") (include "fanout.clickhouseEmbedded" .root) .root.Values.sinks.clickhouse.embedded.existingClaim }}
+{{- /* Without existingClaim the StatefulSet's volumeClaimTemplates provide chdb-data. */}}
 - name: chdb-data
-  {{- if $embedded.existingClaim }}
   persistentVolumeClaim:
-    claimName: {{ $embedded.existingClaim }}
-  {{- else }}
-  emptyDir:
-    {{- with $embedded.sizeLimit }}
-    sizeLimit: {{ . }}
-    {{- end }}
-  {{- end }}
+    claimName: {{ .root.Values.sinks.clickhouse.embedded.existingClaim }}
 {{- end }}
 {{- with .root.Values.extraVolumes }}
 {{ toYaml . }}
@@ -387,12 +478,38 @@ Rendered once, from the ConfigMap template.
 {{- end -}}
 
 {{/*
-The pod spec shared by a sink's Deployment and its backfill Job.
-Takes (dict "root" $ "sink" name "args" list "resources" map "probes" bool "restartPolicy" string).
+Env of the fanout container, as a JSON list: the config path, the Secret refs, the pod name as
+the Kafka static member id (StatefulSet only), extraEnv, then the sink's env.
+*/}}
+{{- define "fanout.env" -}}
+{{- $v := index .root.Values.sinks .sink -}}
+{{- $env := list (dict "name" "FANOUT_CONFIG" "value" (include "fanout.configPath" .root)) -}}
+{{- $env = concat $env (include "fanout.sink.secretEnv" . | fromJsonArray) -}}
+{{- if and (eq .role "worker") (eq (include "fanout.sink.workloadKind" .) "StatefulSet") -}}
+{{- /* Static membership: the pod keeps its name across restarts, so it rejoins the group without a rebalance. */ -}}
+{{- $ref := dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.name") -}}
+{{- $env = append $env (dict "name" "FANOUT_KAFKA__GROUP_INSTANCE_ID" "valueFrom" $ref) -}}
+{{- end -}}
+{{- $env = concat $env .root.Values.extraEnv $v.env -}}
+{{- $env | toJson -}}
+{{- end -}}
+
+{{/* An HTTP probe on the metrics port. Takes (dict "probe" values "path" path). */}}
+{{- define "fanout.probe" -}}
+httpGet:
+  path: {{ .path }}
+  port: metrics
+{{ toYaml (omit .probe "enabled") }}
+{{- end -}}
+
+{{/*
+The pod spec of a sink's workload (role "worker") or of its backfill Job (role "backfill").
+Takes (dict "root" $ "sink" name "role" role).
 */}}
 {{- define "fanout.podSpec" -}}
 {{- $root := .root -}}
 {{- $v := index $root.Values.sinks .sink -}}
+{{- $worker := eq .role "worker" -}}
 serviceAccountName: {{ include "fanout.serviceAccountName" $root }}
 automountServiceAccountToken: {{ $root.Values.serviceAccount.automountServiceAccountToken }}
 {{- with $root.Values.image.pullSecrets }}
@@ -404,10 +521,12 @@ imagePullSecrets:
 {{- with $root.Values.priorityClassName }}
 priorityClassName: {{ . }}
 {{- end }}
-{{- with .restartPolicy }}
-restartPolicy: {{ . }}
+{{- if $worker }}
+terminationGracePeriodSeconds: {{ include "fanout.sink.gracePeriod" . }}
+{{- else }}
+restartPolicy: Never
+terminationGracePeriodSeconds: {{ $root.Values.backfill.terminationGracePeriodSeconds }}
 {{- end }}
-terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
 securityContext:
   {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
 {{- with $v.nodeSelector }}
@@ -422,41 +541,63 @@ tolerations:
 affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- if and $worker $v.topologySpreadConstraints }}
+{{- $selector := dict "matchLabels" (include "fanout.sink.selectorLabels" . | fromYaml) }}
+{{- $constraints := list }}
+{{- range $v.topologySpreadConstraints }}
+{{- $each := deepCopy . }}
+{{- if not (hasKey $each "labelSelector") }}{{ $_ := set $each "labelSelector" $selector }}{{ end }}
+{{- $constraints = append $constraints $each }}
+{{- end }}
+topologySpreadConstraints:
+  {{- toYaml $constraints | nindent 2 }}
+{{- end }}
+{{- with $v.initContainers }}
+initContainers:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 containers:
   - name: fanout
     image: {{ include "fanout.image" $root }}
     imagePullPolicy: {{ $root.Values.image.pullPolicy }}
     args:
-      {{- toYaml .args | nindent 6 }}
-    {{- $env := list (dict "name" "FANOUT_CONFIG" "value" (include "fanout.configPath" $root)) }}
-    {{- $env = concat $env (include "fanout.sink.secretEnv" . | fromJsonArray) $v.env }}
+      {{- if $worker }}
+      {{- toYaml (list "run" "--sink" .sink) | nindent 6 }}
+      {{- else }}
+      {{- $b := $root.Values.backfill }}
+      {{- toYaml (list "backfill" "--sink" .sink "--from" (toString $b.from) "--id" $b.runId) | nindent 6 }}
+      {{- end }}
     env:
-      {{- toYaml $env | nindent 6 }}
+      {{- include "fanout.env" . | fromJsonArray | toYaml | nindent 6 }}
+    {{- with $root.Values.extraEnvFrom }}
+    envFrom:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- if $worker }}
     ports:
       - name: metrics
         containerPort: {{ $root.Values.metrics.port }}
         protocol: TCP
-    {{- if .probes }}
+    {{- with $root.Values.startupProbe }}
+    {{- if .enabled }}
+    startupProbe:
+      {{- include "fanout.probe" (dict "probe" . "path" "/readyz") | nindent 6 }}
+    {{- end }}
+    {{- end }}
     {{- with $root.Values.livenessProbe }}
     {{- if .enabled }}
     livenessProbe:
-      httpGet:
-        path: /healthz
-        port: metrics
-      {{- toYaml (omit . "enabled") | nindent 6 }}
+      {{- include "fanout.probe" (dict "probe" . "path" "/healthz") | nindent 6 }}
     {{- end }}
     {{- end }}
     {{- with $root.Values.readinessProbe }}
     {{- if .enabled }}
     readinessProbe:
-      httpGet:
-        path: /readyz
-        port: metrics
-      {{- toYaml (omit . "enabled") | nindent 6 }}
+      {{- include "fanout.probe" (dict "probe" . "path" "/readyz") | nindent 6 }}
     {{- end }}
     {{- end }}
     {{- end }}
-    {{- with .resources }}
+    {{- with (ternary $v.resources $root.Values.backfill.resources $worker) }}
     resources:
       {{- toYaml . | nindent 6 }}
     {{- end }}
@@ -464,14 +605,45 @@ containers:
       {{- toYaml $root.Values.containerSecurityContext | nindent 6 }}
     volumeMounts:
       {{- include "fanout.volumeMounts" . | nindent 6 }}
+  {{- if $worker }}
+  {{- with $v.sidecars }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+  {{- end }}
 volumes:
   {{- include "fanout.volumes" . | nindent 2 }}
 {{- end -}}
 
-{{/* Pod annotations that roll the pods when their config or chart-made Secret changes. */}}
-{{- define "fanout.checksumAnnotations" -}}
-checksum/config: {{ include "fanout.config" . | sha256sum }}
-{{- if include "fanout.createSecret" . }}
-checksum/secret: {{ include "fanout.secretData" . | sha256sum }}
+{{/*
+Pod template annotations of a sink's workload: checksums of that sink's config.yaml and of the
+Secret keys it reads (chart-made Secret only), so a change rolls only the sinks it concerns.
+*/}}
+{{- define "fanout.sink.checksumAnnotations" -}}
+checksum/config: {{ include "fanout.sink.configYaml" . | sha256sum }}
+{{- if include "fanout.createSecret" .root }}
+{{- $data := include "fanout.secretData" .root | fromJson }}
+{{- $mine := dict }}
+{{- range $_, $key := include "fanout.sink.secretEnvKeys" . | fromJson }}
+{{- if hasKey $data $key }}{{ $_ := set $mine $key (index $data $key) }}{{ end }}
 {{- end }}
+{{- with $mine }}
+checksum/secret: {{ toJson . | sha256sum }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod template (metadata and spec) of a sink's Deployment or StatefulSet. */}}
+{{- define "fanout.sink.podTemplate" -}}
+{{- $v := index .root.Values.sinks .sink -}}
+metadata:
+  labels:
+    {{- $podLabels := merge (include "fanout.sink.labels" . | fromYaml) $v.podLabels .root.Values.podLabels }}
+    {{- toYaml $podLabels | nindent 4 }}
+  annotations:
+    {{- include "fanout.sink.checksumAnnotations" . | nindent 4 }}
+    {{- with (merge (dict) $v.podAnnotations .root.Values.podAnnotations) }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- include "fanout.podSpec" (dict "root" .root "sink" .sink "role" "worker") | nindent 2 }}
 {{- end -}}
