@@ -353,6 +353,22 @@ def test_service_monitor_selects_the_metrics_services() -> None:
         assert service["spec"]["ports"][0]["name"] == endpoint["port"]
 
 
+def test_service_monitor_scrapes_each_sink_once() -> None:
+    """The StatefulSet's headless Service matches the same labels: it must not be a target."""
+    sets = ["metrics.serviceMonitor.enabled=true", "extraApiVersions={monitoring.coreos.com/v1}"]
+    manifests = render("clickhouse-embedded", sets=sets)
+    (monitor,) = of_kind(manifests, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    port = monitor["spec"]["endpoints"][0]["port"]
+    targets = [
+        s["metadata"]["name"]
+        for s in of_kind(manifests, "Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+        and port in [p["name"] for p in s["spec"].get("ports", [])]
+    ]
+    assert targets == [f"{RELEASE}-fanout-clickhouse-metrics"]
+
+
 # --- names and labels ------------------------------------------------------------------------
 
 
