@@ -81,7 +81,15 @@ class SinkSettings(_Section):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
 
-class PostgresSettings(SinkSettings):
+class TombstoneSinkSettings(SinkSettings):
+    """A sink that remembers deletes (tombstones) so an older replayed event cannot resurrect
+    a deleted row; after the retention a replay older than that may."""
+
+    tombstone_retention_hours: int = Field(24 * 7, gt=0)
+    tombstone_purge_interval_minutes: int = Field(60, gt=0)
+
+
+class PostgresSettings(TombstoneSinkSettings):
     host: str = "127.0.0.1"
     port: int = Field(5432, gt=0, lt=65536)
     user: str = "fanout"
@@ -92,9 +100,6 @@ class PostgresSettings(SinkSettings):
     sslrootcert: str | None = None
     connect_timeout_s: int = Field(10, gt=0)
     application_name: str = "fanout"
-    # Deletes are remembered this long (tombstones); a replay older than this may resurrect rows.
-    tombstone_retention_hours: int = Field(24 * 7, gt=0)
-    tombstone_purge_interval_minutes: int = Field(60, gt=0)
 
     def conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
@@ -114,7 +119,7 @@ class PostgresSettings(SinkSettings):
         return info
 
 
-class ElasticsearchSettings(SinkSettings):
+class ElasticsearchSettings(TombstoneSinkSettings):
     hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     username: str | None = None
     password: SecretStr | None = None
@@ -129,9 +134,6 @@ class ElasticsearchSettings(SinkSettings):
     bulk_item_retries: int = Field(3, ge=0)  # in-sink retries of 429/5xx items, then Retryable
     index_settings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
     mappings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
-    # Deletes are remembered this long (tombstone documents); older replays may resurrect rows.
-    tombstone_retention_hours: int = Field(24 * 7, gt=0)
-    tombstone_purge_interval_minutes: int = Field(60, gt=0)
 
     @field_validator("index_prefix")
     @classmethod

@@ -23,6 +23,8 @@ which is why every write the sinks make is guarded by version.
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -30,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar, Generic, TypeVar
 
-from fanout.errors import MappingError
+from fanout.errors import FanoutError, MappingError
 from fanout.events import ChangeEvent, Failure, Op
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from sinks.base.collapse import collapse
@@ -40,6 +42,7 @@ P = TypeVar("P")  # what the sink's prepare step attaches to each valid event
 C = TypeVar("C")  # what the sink's prepare step knows about one target (its table, its key…)
 
 MAX_VERSION = 2**63 - 1
+log = logging.getLogger(__name__)
 
 
 class Failures:
@@ -97,9 +100,12 @@ class BatchSink(ABC, Generic[P, C]):
     """The template; subclasses implement the hooks below the ``write`` line."""
 
     name: ClassVar[str]
+    # Sinks that remember deletes as tombstones purge them this often (None: never).
+    purge_interval_s: float | None = None
 
     def __init__(self) -> None:
         self._target_verdicts: dict[str, str | MappingError] = {}
+        self._next_purge = 0.0
 
     def open(self) -> None:
         """Connect and create or verify targets. Raises RetryableError if the store is down."""
@@ -124,6 +130,7 @@ class BatchSink(ABC, Generic[P, C]):
             if work:
                 self.apply(work, failures)
         self._count(plans)
+        self._maybe_purge()
         return failures.items
 
     # --- what a sink implements ------------------------------------------------------------
@@ -153,6 +160,11 @@ class BatchSink(ABC, Generic[P, C]):
         """Write the collapsed batches: each target's truncate first, then ``newest``.
 
         Report what the store applied with ``TargetBatch.report`` (or ``applied_all``)."""
+
+    def purge_tombstones(self) -> bool:
+        """Delete tombstones older than the retention, in one bounded step; True if more are
+        left (the next write goes on). Runs every ``purge_interval_s``, after a write."""
+        return False
 
     @abstractmethod
     def classify(self, exc: BaseException) -> Verdict | None:
@@ -236,6 +248,25 @@ class BatchSink(ABC, Generic[P, C]):
             plan.newest = list(collapsed.newest.values())
         plan.stale = collapsed.superseded + len(collapsed.newest) - len(plan.newest)
         return plan
+
+    def purged(self) -> None:
+        """A sink that purged by itself (on open) starts the interval again."""
+        if self.purge_interval_s is not None:
+            self._next_purge = time.monotonic() + self.purge_interval_s
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if self.purge_interval_s is None or now < self._next_purge:
+            return
+        self._next_purge = now + self.purge_interval_s
+        try:
+            with self.driver_errors():
+                more = self.purge_tombstones()
+        except FanoutError as exc:  # best effort: the next interval tries again
+            log.warning("tombstone purge failed", extra={"sink": self.name, "error": str(exc)})
+            return
+        if more:
+            self._next_purge = now
 
     def _count(self, plans: list[TargetBatch[P, C]]) -> None:
         for plan in plans:

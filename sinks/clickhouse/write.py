@@ -1,7 +1,6 @@
-"""One target's share of a batch, once checked: collapse it, lay it out column by column.
+"""One target's collapsed rows laid out for one columnar insert.
 
-``collapse`` keeps the newest event per key (ties: the later one in the batch).
-``build_insert`` lays the survivors out column by column, with the ``_fanout_*`` columns, and
+``build_insert`` lays the rows out column by column, with the ``_fanout_*`` columns, and
 ``deduplication_token`` names the insert the same way every time the same batch comes again.
 """
 
@@ -27,27 +26,6 @@ class Insert:
     columns: list[list[Any]]
     column_types: list[ClickHouseType]
     rows: int
-
-
-def collapse(events: Iterable[ChangeEvent], key: Sequence[str]) -> list[ChangeEvent]:
-    """The newest event per key; of equal versions the later one in the batch wins."""
-    newest: dict[Any, ChangeEvent] = {}
-    single = key[0] if len(key) == 1 else None
-    for event in events:
-        if single is not None:
-            identity = event.key[single]
-            if isinstance(identity, list):
-                identity = tuple(identity)
-        else:
-            identity = tuple(_hashable(event.key[name]) for name in key)
-        kept = newest.get(identity)
-        if kept is None or event.version >= kept.version:
-            newest[identity] = event
-    return list(newest.values())
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
 
 
 def build_insert(

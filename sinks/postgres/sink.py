@@ -8,102 +8,84 @@ converge to the newest event per key anyway:
   stored one (``ON CONFLICT … DO UPDATE … WHERE t._fanout_version <= EXCLUDED._fanout_version``);
 * a delete removes the row if its version is >= the stored one and is remembered in
   ``<table>__fanout_tombstones`` (key + version); an upsert is applied only if it is newer than
-  the key's tombstone. Tombstones older than ``tombstone_retention_hours`` are purged on
-  ``open()`` and at most every ``tombstone_purge_interval_minutes``: a replay of events older
-  than the retention could resurrect rows deleted that long ago;
+  the key's tombstone. Tombstones older than ``tombstone_retention_hours`` are purged every
+  ``tombstone_purge_interval_minutes``: a replay of events older than the retention could
+  resurrect rows deleted that long ago;
 * a truncate clears the rows whose version is <= its own and records that version in
-  ``_fanout_truncations``; older events replayed later are not applied.
+  ``_fanout_truncations``; older events replayed later are not applied (the statements check
+  the recorded version themselves, under the target's lock).
 
-Write path, per batch: validate each event's shape against the cached table description (new
-columns are added, a type that does not fit is a per-event MappingError failure), collapse to
-the newest valid event per key, ``COPY`` the survivors into a session temp staging table per
-target, then one set-based statement each for deletes, tombstones and upserts — all targets in
-ONE transaction, committed once. Writers of one target are serialised by an advisory lock so a
-concurrent backfill cannot slip an old upsert between a delete and its tombstone.
-
-Errors: psycopg exceptions are mapped onto ``fanout.errors`` in :func:`map_driver_error` only.
-Connection loss, shutdowns, cancels, serialisation failures and deadlocks are RetryableError
-(the next ``write`` reconnects); anything else a batch runs into is PermanentError (the
-runtime bisects the batch to find the record).
+What this sink adds to the batch template (``sinks.base.batch``): ``prepare`` checks each
+event's shape against the cached table description (new columns are added, a type that does
+not fit is a per-event MappingError) and gives it a staging :class:`Layout`; ``apply`` ``COPY``s
+the collapsed rows into a session temp staging table per target, then runs one set-based
+statement each for deletes, tombstones and upserts — all targets in ONE transaction, committed
+once. Writers of one target are serialised by an advisory lock so a concurrent backfill cannot
+slip an old upsert between a delete and its tombstone. Errors: ``sinks.postgres.errors``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import psycopg
 from psycopg import sql
 
-from fanout.errors import ConfigError, FanoutError, MappingError, PermanentError, RetryableError
-from fanout.events import ChangeEvent, Failure, Op
-from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
+from fanout.errors import ConfigError, MappingError, PermanentError, RetryableError
+from fanout.events import ChangeEvent, Op
 from fanout.settings import PostgresSettings
+from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
+from sinks.base.errors import Verdict, mapped_errors
+from sinks.base.names import NameRules
 from sinks.postgres import sql as q
+from sinks.postgres.errors import RECONNECT, classify
 from sinks.postgres.schema import Catalog, TableInfo
 from sinks.postgres.staging import (
-    Collapsed,
     Layout,
     Resolution,
     Shape,
     Shapes,
     Staged,
-    collapse,
     creation_columns,
     resolve,
 )
-from sinks.postgres.types import check_identifier, pg_type_sql, register_binary_dumpers
+from sinks.postgres.types import (
+    MAX_IDENTIFIER_BYTES,
+    check_identifier,
+    pg_type_sql,
+    register_binary_dumpers,
+)
 
 log = logging.getLogger("fanout.sinks.postgres")
 
-_RETRYABLE = (
-    psycopg.OperationalError,  # connection loss, AdminShutdown, QueryCanceled, deadlock, …
-    psycopg.InterfaceError,  # the connection is already closed
-    psycopg.errors.ReadOnlySqlTransaction,  # a failover left us on a standby
+NAMES = NameRules(
+    what="PostgreSQL table",
+    max_bytes=MAX_IDENTIFIER_BYTES,
+    reserved_prefixes=(q.RESERVED_PREFIX,),
+    reserved_suffixes=(q.TOMBSTONE_SUFFIX,),
 )
-# The table changed under the sink (dropped, altered by hand): re-read it and try again.
-_SCHEMA_DRIFT = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
-
-
-def map_driver_error(exc: psycopg.Error) -> FanoutError:
-    """The one place psycopg's exceptions become fanout's."""
-    if isinstance(exc, _RETRYABLE):
-        return RetryableError(f"postgres unavailable: {type(exc).__name__}: {exc}")
-    if isinstance(exc, _SCHEMA_DRIFT):
-        return RetryableError(f"postgres table changed under the sink: {exc}")
-    return PermanentError(f"postgres rejected the batch: {type(exc).__name__}: {exc}")
 
 
 @dataclass(slots=True)
-class _TargetPlan:
-    """One target's share of a batch, ready to apply."""
+class Target:
+    """A target's table as this batch sees it: None until the first change creates it."""
 
-    target: str
-    ref: q.TableRef | None  # None: no table (a truncate of a table never created)
-    batch: Collapsed
-    upserts_applied: int = 0
-    deletes_applied: int = 0
+    info: TableInfo | None
+    key: tuple[str, ...]  # the conflict key; () when no change can be applied
 
 
-@dataclass(slots=True)
-class _Plans:
-    plans: list[_TargetPlan] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    def fail(self, event: ChangeEvent, error: MappingError) -> None:
-        self.failures.append(Failure(origin=event.origin, stage="write", error=error, event=event))
-
-
-class PostgresSink:
+class PostgresSink(BatchSink[Layout, Target]):
     """Keeps ``<schema>.<target>`` tables equal to the newest event per key (see module doc)."""
 
     name: ClassVar[str] = "postgres"
 
     def __init__(self, settings: PostgresSettings) -> None:
+        super().__init__()
         self._settings = settings
         try:
             schema = check_identifier(settings.db_schema, "schema")
@@ -111,62 +93,67 @@ class PostgresSink:
             raise ConfigError(f"sinks.postgres.schema: {exc}") from None
         self._catalog = Catalog(schema)
         self._conn: psycopg.Connection | None = None
-        self._target_errors: dict[str, MappingError | None] = {}
         self._shapes = Shapes()
         self._resolutions: dict[
             str, tuple[TableInfo, tuple[str, ...], dict[Shape, Resolution]]
         ] = {}
-        self._next_purge = 0.0
+        self.purge_interval_s = 60.0 * settings.tombstone_purge_interval_minutes
 
     def open(self) -> None:
-        with self._driver_errors():
-            self._purge_tombstones(self._connection())
-
-    def write(self, batch: Sequence[ChangeEvent]) -> Sequence[Failure]:
-        if not batch:
-            return []
-        plans = _Plans()
-        by_target = self._group_by_target(batch, plans)
-        if not by_target:
-            return plans.failures
-        with self._driver_errors():
-            conn = self._connection()
-            if time.monotonic() >= self._next_purge:
-                self._purge_tombstones(conn)
-            for target in sorted(by_target):  # one lock order for every writer
-                self._plan_target(conn, target, by_target[target], plans)
-            self._apply(conn, plans.plans)
-        self._count(plans.plans)
-        return plans.failures
+        with self.driver_errors():
+            self.purge_tombstones()
+        self.purged()
 
     def close(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
 
-    # --- connection and errors -------------------------------------------------------------
+    # --- the template's hooks --------------------------------------------------------------
 
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._catalog.reset()
-            self._conn = psycopg.connect(**self._settings.conninfo(), autocommit=True)
-            register_binary_dumpers(self._conn)
-            self._catalog.setup(self._conn)
-        return self._conn
+    def check_target(self, target: str) -> str:
+        return NAMES.check(target)
+
+    def classify(self, exc: BaseException) -> Verdict | None:
+        return classify(exc)
 
     @contextmanager
-    def _driver_errors(self) -> Iterator[None]:
+    def driver_errors(self) -> Iterator[None]:
         try:
-            yield
-        except psycopg.Error as exc:
-            error = map_driver_error(exc)
-            if isinstance(error, RetryableError):
+            with mapped_errors(self.classify):
+                yield
+        except RetryableError as exc:
+            if isinstance(exc.__cause__, psycopg.Error):
                 self._catalog.reset()
-                if isinstance(exc, _RETRYABLE) or (self._conn is not None and self._conn.broken):
+                if isinstance(exc.__cause__, RECONNECT) or (
+                    self._conn is not None and self._conn.broken
+                ):
                     self.close()  # reconnect on the next write
-            raise error from exc
+            raise
 
-    def _purge_tombstones(self, conn: psycopg.Connection) -> None:
+    def prepare(
+        self, target: str, changes: list[ChangeEvent], failures: Failures
+    ) -> Prepared[Layout, Target]:
+        conn = self._connection()
+        info, key = self._table_and_key(conn, target, changes, failures)
+        if info is None or not key:  # truncates only (the table may not even exist)
+            return Prepared(Target(info, key), [None] * len(changes))
+        layouts = self._layouts(conn, info, key, changes, failures)
+        return Prepared(Target(info, key), layouts, key)
+
+    def apply(self, batches: list[TargetBatch[Layout, Target]], failures: Failures) -> None:
+        conn = self._connection()
+        refs = [self._staging_ref(conn, batch) for batch in batches]  # DDL: own transactions
+        with conn.transaction(), conn.cursor() as cur:
+            applied = [
+                self._apply_target(cur, batch, ref)
+                for batch, ref in zip(batches, refs, strict=True)
+            ]
+        for batch, counts in zip(batches, applied, strict=True):
+            batch.report(counts)
+
+    def purge_tombstones(self) -> bool:
+        conn = self._connection()
         hours = self._settings.tombstone_retention_hours
         purged = 0
         for table in self._catalog.tombstone_tables(conn):
@@ -176,72 +163,42 @@ class PostgresSink:
                 ).rowcount
         if purged:
             log.info("purged %d tombstones older than %d hours", purged, hours)
-        self._next_purge = time.monotonic() + 60 * self._settings.tombstone_purge_interval_minutes
+        return False
 
-    # --- planning: validation, DDL, collapse -----------------------------------------------
+    # --- connection ------------------------------------------------------------------------
 
-    def _group_by_target(
-        self, batch: Sequence[ChangeEvent], plans: _Plans
-    ) -> dict[str, list[ChangeEvent]]:
-        by_target: dict[str, list[ChangeEvent]] = {}
-        for event in batch:
-            by_target.setdefault(event.target, []).append(event)
-        for target in list(by_target):
-            error = self._target_error(target)
-            if error is not None:
-                for event in by_target.pop(target):
-                    plans.fail(event, error)
-        return by_target
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._catalog.reset()
+            self._conn = psycopg.connect(**self._settings.conninfo(), autocommit=True)
+            register_binary_dumpers(self._conn)
+            self._catalog.setup(self._conn)
+        return self._conn
 
-    def _target_error(self, target: str) -> MappingError | None:
-        if target not in self._target_errors:
-            self._target_errors[target] = _check_target_name(target)
-        return self._target_errors[target]
-
-    def _plan_target(
-        self, conn: psycopg.Connection, target: str, events: list[ChangeEvent], plans: _Plans
-    ) -> None:
-        data = [event for event in events if event.op is not Op.TRUNCATE]
-        info, key = self._table_and_key(conn, target, data, plans)
-        if info is None or not key:  # truncates only (the table may not even exist)
-            layouts: list[Layout | None] = [None] * len(events)
-        else:
-            layouts = self._layouts(conn, info, key, events, plans)
-        batch = collapse(events, layouts, key)
-        for event, error in batch.failed:
-            plans.fail(event, error)
-        if not batch.rows and batch.truncate_version is None:
-            return
-        ref = None
-        if info is not None:
-            info = self._catalog.table(conn, target) or info
-            ref = self._catalog.staging(conn, info, key)
-            if key:
-                self._catalog.ensure_tombstones(conn, info, key)
-        plans.plans.append(_TargetPlan(target=target, ref=ref, batch=batch))
+    # --- prepare: the table, its key, each change's layout ---------------------------------
 
     def _table_and_key(
-        self, conn: psycopg.Connection, target: str, data: list[ChangeEvent], plans: _Plans
+        self, conn: psycopg.Connection, target: str, changes: list[ChangeEvent], failures: Failures
     ) -> tuple[TableInfo | None, tuple[str, ...]]:
         """The target table (created if needed) and its conflict key; () if none is usable,
-        and then every event of ``data`` has failed."""
+        and then every change has failed."""
         info = None
         try:
-            info = self._table_for(conn, target, data)
-            return info, _conflict_key(info, data)
-        except MappingError as exc:  # the whole target is unusable: every event is poison
-            for event in data:
-                plans.fail(event, exc)
+            info = self._table_for(conn, target, changes)
+            return info, _conflict_key(info, changes)
+        except MappingError as exc:  # the whole target is unusable: every change is poison
+            for event in changes:
+                failures.reject(event, exc)
             return info, ()
 
     def _table_for(
-        self, conn: psycopg.Connection, target: str, data: list[ChangeEvent]
+        self, conn: psycopg.Connection, target: str, changes: list[ChangeEvent]
     ) -> TableInfo | None:
-        """The target table, created from the first upsert (or delete) of ``data`` if missing."""
+        """The target table, created from the first upsert (or delete) of ``changes`` if missing."""
         info = self._catalog.table(conn, target)
-        if info is not None or not data:
+        if info is not None or not changes:
             return info
-        first = next((event for event in data if event.op is Op.UPSERT), data[0])
+        first = next((event for event in changes if event.op is Op.UPSERT), changes[0])
         columns = {column.name: column for column in creation_columns(first)}
         for name in first.key:
             if name not in columns:
@@ -255,7 +212,7 @@ class PostgresSink:
         info: TableInfo,
         key: tuple[str, ...],
         events: list[ChangeEvent],
-        plans: _Plans,
+        failures: Failures,
     ) -> list[Layout | None]:
         """Each event's layout (None if it failed); unseen shapes are resolved, with DDL."""
         known = self._resolutions_for(info, key)
@@ -263,15 +220,12 @@ class PostgresSink:
         unseen: dict[Shape, list[int]] = {}
         shape_of = self._shapes.of
         for i, event in enumerate(events):
-            if event.op is Op.TRUNCATE:
-                layouts.append(None)
-                continue
             shape = shape_of(event)
             resolution = known.get(shape)
             if resolution is None:
                 unseen.setdefault(shape, []).append(i)
             elif resolution.error is not None:
-                plans.fail(event, resolution.error)
+                failures.reject(event, resolution.error)
             layouts.append(None if resolution is None else resolution.layout)
         if unseen:
             examples = {shape: events[indexes[0]] for shape, indexes in unseen.items()}
@@ -280,7 +234,7 @@ class PostgresSink:
                 resolution = resolved[shape]
                 for i in indexes:
                     if resolution.error is not None:
-                        plans.fail(events[i], resolution.error)
+                        failures.reject(events[i], resolution.error)
                     layouts[i] = resolution.layout
         return layouts
 
@@ -311,33 +265,52 @@ class PostgresSink:
             cached = self._resolutions[info.name] = (info, key, {})
         return cached[2]
 
-    # --- applying: one transaction for the whole batch -------------------------------------
+    # --- apply: staging tables, then one transaction for the whole batch ------------------
 
-    def _apply(self, conn: psycopg.Connection, plans: list[_TargetPlan]) -> None:
-        with conn.transaction(), conn.cursor() as cur:
-            for plan in plans:
-                self._apply_target(cur, plan)
+    def _staging_ref(
+        self, conn: psycopg.Connection, batch: TargetBatch[Layout, Target]
+    ) -> q.TableRef | None:
+        """The staging table of the target (None: no table, e.g. a truncate of a table never
+        created); the tombstone table is made sure of too."""
+        target = batch.context
+        if target.info is None:
+            return None
+        info = self._catalog.table(conn, batch.target) or target.info
+        ref = self._catalog.staging(conn, info, target.key)
+        if target.key:
+            self._catalog.ensure_tombstones(conn, info, target.key)
+        return ref
 
-    def _apply_target(self, cur: psycopg.Cursor, plan: _TargetPlan) -> None:
+    def _apply_target(
+        self, cur: psycopg.Cursor, batch: TargetBatch[Layout, Target], ref: q.TableRef | None
+    ) -> Counter[Op]:
         schema = self._catalog.schema
-        cur.execute(q.LOCK_TARGET, (f"fanout:{schema}.{plan.target}",))
-        batch, ref = plan.batch, plan.ref
-        if batch.truncate_version is not None:
-            self._truncate(cur, plan.target, ref, batch.truncate_version)
-        if ref is None:
-            return
-        for layout, staged in batch.rows.items():
+        cur.execute(q.LOCK_TARGET, (f"fanout:{schema}.{batch.target}",))
+        applied: Counter[Op] = Counter()
+        if batch.truncate is not None:
+            self._truncate(cur, batch.target, ref, batch.truncate.version)
+        if ref is None or not batch.newest:
+            return applied
+        by_layout: dict[Layout, list[ChangeEvent]] = {}
+        for event, layout in batch.newest:
+            by_layout.setdefault(layout, []).append(event)
+        deletes = upserts = False
+        for layout, events in by_layout.items():
+            staged = layout.stage(events)
             _copy(
                 cur,
                 q.copy_into_staging(ref, layout.columns, binary=staged.types is not None),
                 staged,
             )
-        if batch.deletes:
+            deletes = deletes or layout.is_delete
+            upserts = upserts or not layout.is_delete
+        if deletes:
             cur.execute(q.apply_deletes(ref))
-            plan.deletes_applied = cur.execute(q.remember_deletes(ref), (plan.target,)).rowcount
-        if batch.upserts:
-            plan.upserts_applied = cur.execute(q.apply_upserts(ref), (plan.target,)).rowcount
+            applied[Op.DELETE] = cur.execute(q.remember_deletes(ref), (batch.target,)).rowcount
+        if upserts:
+            applied[Op.UPSERT] = cur.execute(q.apply_upserts(ref), (batch.target,)).rowcount
             cur.execute(q.forget_tombstones(ref))
+        return applied
 
     def _truncate(
         self, cur: psycopg.Cursor, target: str, ref: q.TableRef | None, version: int
@@ -352,17 +325,6 @@ class PostgresSink:
             cur.execute(q.truncate_table(ref))
         if ref.key:  # without a key there is no tombstone table
             cur.execute(q.delete_rows_up_to(ref, tombstones=True), (version,))
-
-    def _count(self, plans: list[_TargetPlan]) -> None:
-        for plan in plans:
-            batch = plan.batch
-            written = EVENTS_WRITTEN.labels(self.name, plan.target, "upsert")
-            written.inc(plan.upserts_applied)
-            EVENTS_WRITTEN.labels(self.name, plan.target, "delete").inc(plan.deletes_applied)
-            EVENTS_WRITTEN.labels(self.name, plan.target, "truncate").inc(batch.truncates)
-            stale = batch.superseded + batch.upserts - plan.upserts_applied
-            stale += batch.deletes - plan.deletes_applied
-            STALE_SKIPPED.labels(self.name, plan.target).inc(stale)
 
 
 def _copy(cur: psycopg.Cursor, statement: sql.Composed, staged: Staged) -> None:
@@ -380,25 +342,15 @@ def _copy(cur: psycopg.Cursor, statement: sql.Composed, staged: Staged) -> None:
         raise PermanentError(f"postgres rejected the batch: {type(exc).__name__}: {exc}") from exc
 
 
-def _conflict_key(info: TableInfo | None, data: list[ChangeEvent]) -> tuple[str, ...]:
-    """The unique key the batch's events are matched on: the one their key columns form."""
+def _conflict_key(info: TableInfo | None, changes: list[ChangeEvent]) -> tuple[str, ...]:
+    """The unique key the changes are matched on: the one their key columns form."""
     if info is None:
         return ()
-    key = info.key_for(data[0].key) if data else None
+    key = info.key_for(changes[0].key) if changes else None
     if key is not None:
         return key
     if info.unique_keys:
         return info.unique_keys[0]  # the events whose key differs fail one by one
-    if not data:
+    if not changes:
         return ()  # truncates only
     raise MappingError(f"table {info.name} has no primary key or unique index to upsert on")
-
-
-def _check_target_name(target: str) -> MappingError | None:
-    try:
-        check_identifier(target, "target table")
-    except MappingError as exc:
-        return exc
-    if target.startswith(q.RESERVED_PREFIX) or target.endswith(q.TOMBSTONE_SUFFIX):
-        return MappingError(f"target table name {target!r} is reserved for fanout's bookkeeping")
-    return None

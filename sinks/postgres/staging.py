@@ -1,9 +1,9 @@
-"""Turning one target's events into staged rows: validation per event shape, then collapse.
+"""Turning one target's events into staged rows: validation and layout per event shape.
 
-Package-private helper of ``sinks.postgres.sink``; no I/O here. Events of the same *shape* (op, key
-names, row names, declared columns, Python value types) map onto the table the same way, so
-the work of checking names and type fit is done once per shape and cached as a
-:class:`Layout`. Collapse keeps the newest event per key (ties: the later one in the batch).
+No I/O here. Events of the same *shape* (op, key names, row names, declared columns, Python
+value types) map onto the table the same way, so the work of checking names and type fit is
+done once per shape and cached as a :class:`Layout`: the payload each event carries through
+the template's collapse to the staging ``COPY``.
 """
 
 from __future__ import annotations
@@ -140,19 +140,6 @@ class Resolution:
     new_columns: list[tuple[str, sql.Composable]] = field(default_factory=list)
 
 
-@dataclass(slots=True)
-class Collapsed:
-    """One target's batch after validation and collapse."""
-
-    rows: dict[Layout, Staged] = field(default_factory=dict)
-    upserts: int = 0
-    deletes: int = 0
-    truncate_version: int | None = None
-    truncates: int = 0
-    superseded: int = 0
-    failed: list[tuple[ChangeEvent, MappingError]] = field(default_factory=list)
-
-
 class _Declared(NamedTuple):
     columns: tuple[Column, ...]
     token: int  # equal column tuples get equal tokens
@@ -223,48 +210,6 @@ def resolve(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> Resolu
         return Resolution(error=exc)
 
 
-def collapse(
-    events: Sequence[ChangeEvent], layouts: Sequence[Layout | None], key: tuple[str, ...]
-) -> Collapsed:
-    """Stage the newest event per key (ties: the later one in the batch) and note truncates.
-
-    ``layouts[i]`` is None for events that failed validation: they take no part, so an older
-    valid event of the same key is still applied. Every other event has exactly the key
-    columns ``key`` (validation checked), possibly in another order. Events with a NULL or
-    unhashable key value fail here (``Collapsed.failed``).
-    """
-    out = Collapsed()
-    # ident -> (version, event, layout) of the newest event so far
-    newest: dict[tuple[Any, ...], tuple[int, ChangeEvent, Layout]] = {}
-    considered = 0
-    truncate = Op.TRUNCATE
-    for event, layout in zip(events, layouts, strict=True):
-        if event.op is truncate:
-            out.truncates += 1
-            out.truncate_version = max(event.version, out.truncate_version or event.version)
-            continue
-        if layout is None:
-            continue
-        keys = event.key
-        if len(keys) == 1 or tuple(keys) == key:
-            ident = tuple(keys.values())
-        else:
-            ident = tuple(keys[name] for name in key)
-        try:
-            previous = newest.get(ident)
-        except TypeError:  # a dict or list as a key value
-            previous, ident = None, (None,)
-        if None in ident:
-            out.failed.append((event, MappingError(f"key {keys!r} has a NULL or unhashable value")))
-            continue
-        considered += 1
-        if previous is None or event.version >= previous[0]:
-            newest[ident] = (event.version, event, layout)
-    _stage(out, newest.values())
-    out.superseded = considered - len(newest)
-    return out
-
-
 def _delete_layout(info: TableInfo, event: ChangeEvent) -> Layout:
     return Layout(
         columns=(*event.key, q.VERSION, q.DELETE_FLAG),
@@ -281,18 +226,6 @@ def _binary_columns(
     if None in columns:
         return None
     return (*(column for column in columns if column is not None), *bookkeeping)
-
-
-def _stage(out: Collapsed, survivors: Iterable[tuple[int, ChangeEvent, Layout]]) -> None:
-    by_layout: dict[Layout, list[ChangeEvent]] = {}
-    for _, event, layout in survivors:
-        by_layout.setdefault(layout, []).append(event)
-    for layout, events in by_layout.items():
-        out.rows[layout] = layout.stage(events)
-        if layout.is_delete:
-            out.deletes += len(events)
-        else:
-            out.upserts += len(events)
 
 
 def _check_key(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -> None:

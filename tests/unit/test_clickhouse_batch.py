@@ -1,4 +1,4 @@
-"""One target's share of a batch: checks, collapse, columnar layout, dedup tokens, errors."""
+"""One target's share of a batch: checks, columnar layout, dedup tokens, errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sinks.clickhouse.check import check_events
 from sinks.clickhouse.errors import classify, clickhouse_code, mapped_errors
 from sinks.clickhouse.schema import TableSchema
 from sinks.clickhouse.types import table_column_from_catalog
-from sinks.clickhouse.write import build_insert, collapse, deduplication_token
+from sinks.clickhouse.write import build_insert, deduplication_token
 
 
 def event(
@@ -40,17 +40,6 @@ def schema(**columns: str) -> TableSchema:
         key=("id",),
         columns={name: table_column_from_catalog(name, t, "") for name, t in all_columns.items()},
     )
-
-
-def test_collapse_keeps_the_newest_version_and_the_later_of_equal_versions() -> None:
-    events = [
-        event(1, {"v": "old"}, 5),
-        event(1, {"v": "older"}, 3),
-        event(2, {"v": "first"}, 7),
-        event(2, {"v": "second"}, 7),
-    ]
-    kept = {e.key["id"]: e.row for e in collapse(events, ("id",))}
-    assert kept == {1: {"id": 1, "v": "old"}, 2: {"id": 2, "v": "second"}}
 
 
 def test_check_rejects_poison_and_gathers_new_columns() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from sinks.postgres.schema import TableInfo
-from sinks.postgres.staging import Layout, Shapes, collapse, resolve
+from sinks.postgres.staging import Layout, Shapes, resolve
 from sinks.postgres.types import PgColumn
 
 TABLE = TableInfo(
@@ -110,68 +110,6 @@ def test_rows_carrying_exactly_the_declared_columns_share_a_shape_whatever_their
 
 def layouts_of(events: list[ChangeEvent]) -> list[Layout | None]:
     return [None if e.op is Op.TRUNCATE else resolve(TABLE, KEY, e).layout for e in events]
-
-
-def staged(events: list[ChangeEvent]) -> dict[Any, list[Any]]:
-    batch = collapse(events, layouts_of(events), KEY)
-    assert batch.failed == []
-    return {row[0]: row for staged in batch.rows.values() for row in staged.rows}
-
-
-def test_collapse_keeps_the_newest_version_per_key() -> None:
-    rows = staged([upsert({"id": 1, "name": "new"}, 5), upsert({"id": 1, "name": "old"}, 4)])
-    assert rows == {1: [1, "new", 5]}
-
-
-def test_collapse_ties_go_to_the_later_event() -> None:
-    rows = staged([upsert({"id": 1, "name": "first"}, 5), upsert({"id": 1, "name": "second"}, 5)])
-    assert rows == {1: [1, "second", 5]}
-
-
-def test_collapse_lets_a_newer_delete_win_over_an_upsert() -> None:
-    rows = staged([upsert({"id": 1, "name": "x"}, 5), delete(1, 6)])
-    assert rows == {1: [1, 6, True]}
-
-
-def test_an_event_that_failed_validation_does_not_hide_an_older_valid_one() -> None:
-    events = [upsert({"id": 1, "name": "valid"}, 5), upsert({"id": 1, "name": "bad"}, 6)]
-    layouts = layouts_of(events)
-    layouts[1] = None
-    batch = collapse(events, layouts, KEY)
-    assert [row for staged in batch.rows.values() for row in staged.rows] == [[1, "valid", 5]]
-
-
-def test_collapse_matches_keys_listed_in_another_column_order() -> None:
-    def line(order: tuple[str, str], version: int) -> ChangeEvent:
-        key = {name: {"order_id": 7, "line_no": 1}[name] for name in order}
-        return ChangeEvent(Op.UPSERT, "s.l", key, dict(key), version, None, Origin("x", 0, 0))
-
-    events = [line(("order_id", "line_no"), 1), line(("line_no", "order_id"), 2)]
-    stand_in = Layout(columns=("line_no", "order_id", "_fanout_version"))
-    batch = collapse(events, [stand_in, stand_in], ("order_id", "line_no"))
-    assert batch.rows[stand_in].rows == [[1, 7, 2]] and batch.superseded == 1
-
-
-def test_collapse_counts_superseded_events_and_keeps_the_highest_truncate() -> None:
-    truncates = [
-        ChangeEvent(Op.TRUNCATE, "src.t", {}, None, v, None, Origin("x", 0, 0)) for v in (3, 9, 4)
-    ]
-    events = [upsert({"id": 1}, 1), upsert({"id": 1}, 2), *truncates]
-    batch = collapse(events, layouts_of(events), KEY)
-    assert (batch.superseded, batch.upserts, batch.truncates, batch.truncate_version) == (
-        1,
-        1,
-        3,
-        9,
-    )
-
-
-def test_collapse_fails_events_with_a_null_or_unhashable_key() -> None:
-    events = [upsert({"id": None}), upsert({"id": [1, 2]}), upsert({"id": 3})]
-    stand_in = resolve(TABLE, KEY, events[2]).layout
-    batch = collapse(events, [stand_in] * 3, KEY)  # as if the key were jsonb: hashing fails
-    assert [event for event, _ in batch.failed] == events[:2]
-    assert batch.upserts == 1
 
 
 # --- binary or text COPY ---------------------------------------------------------------------
