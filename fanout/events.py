@@ -9,7 +9,7 @@ from typing import Any
 
 # Origin and ChangeEvent are built once per record. Being frozen, their generated __init__ sets
 # each field with object.__setattr__, which looks the slot up by name every time; the __init__s
-# below call the slots' own setters instead (measured: construction in 60% of the time).
+# below call the slots' own setters instead.
 # Their signatures are those dataclass would generate; test_events checks they stay in step.
 Setter = Callable[[Any, Any], None]
 

@@ -1,7 +1,7 @@
 """The per-sink dead-letter queue: ``<dlq_prefix>.<sink>``.
 
 A DLQ record keeps the original key and value byte for byte, so it can be replayed through the
-sink after the cause is fixed, and says why it is there in headers (names in DESIGN.md).
+sink after the cause is fixed, and says why it is there in headers (listed in docs/ARCHITECTURE.md).
 Delivery guarantee: :meth:`DeadLetterQueue.flush` returns only when every record sent so far is
 acknowledged by the brokers (acks=all); the runtime commits offsets only after that.
 """

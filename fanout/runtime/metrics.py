@@ -1,4 +1,8 @@
-"""Prometheus metrics, one registry for the process; names as in DESIGN.md."""
+"""Prometheus metrics, one registry for the process (listed in docs/ARCHITECTURE.md).
+
+What a sink applied or skipped is counted by the batch template (``sinks.base.batch``) only;
+the worker counts what it consumed, dead-lettered, retried and how long batches took.
+"""
 
 from __future__ import annotations
 

@@ -188,7 +188,7 @@ def _int_param(column: Column, key: str) -> int | None:
 # differently (psycopg's int2/int4/float4 dumpers wrap or round out-of-range values silently;
 # a str into a date column only parses server-side): each staged value must have one of the
 # exact Python types below, and pass the column's check if it has one; otherwise the rows go
-# in text format as before.
+# in text format.
 
 # A check sees all non-NULL values of one column in a batch, so it can use C-level builtins.
 Check = Callable[[list[Any]], bool]
