@@ -16,50 +16,46 @@ converge to the newest event per key anyway:
   the recorded version themselves, under the target's lock).
 
 What this sink adds to the batch template (``sinks.base.batch``): ``prepare`` checks each
-event's shape against the cached table description (new columns are added, a type that does
-not fit is a per-event MappingError) and gives it a staging :class:`Layout`; ``apply`` ``COPY``s
-the collapsed rows into a session temp staging table per target, then runs one set-based
-statement each for deletes, tombstones and upserts — all targets in ONE transaction, committed
-once. Writers of one target are serialised by an advisory lock so a concurrent backfill cannot
-slip an old upsert between a delete and its tombstone. Errors: ``sinks.postgres.errors``.
+event's shape against the cached table description (``sinks.postgres.check``: new columns are
+added, a type that does not fit is a per-event MappingError) and gives it a staging
+:class:`Layout`; ``apply`` writes the collapsed batch in one transaction
+(``sinks.postgres.write``). Tables: ``sinks.postgres.schema``; errors: ``sinks.postgres.errors``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
 import psycopg
-from psycopg import sql
 
-from fanout.errors import ConfigError, MappingError, PermanentError, RetryableError
+from fanout.errors import ConfigError, MappingError, RetryableError
 from fanout.events import ChangeEvent, Op
 from fanout.settings import PostgresSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict, mapped_errors
 from sinks.base.names import NameRules
 from sinks.postgres import sql as q
-from sinks.postgres.errors import RECONNECT, classify
-from sinks.postgres.schema import Catalog, TableInfo
-from sinks.postgres.staging import (
+from sinks.postgres.check import (
     Layout,
     Resolution,
     Shape,
     Shapes,
-    Staged,
     creation_columns,
     resolve,
 )
+from sinks.postgres.errors import RECONNECT, classify
+from sinks.postgres.schema import Catalog, TableInfo
 from sinks.postgres.types import (
     MAX_IDENTIFIER_BYTES,
     check_identifier,
     pg_type_sql,
     register_binary_dumpers,
 )
+from sinks.postgres.write import write_batch
 
 log = logging.getLogger("fanout.sinks.postgres")
 
@@ -144,13 +140,23 @@ class PostgresSink(BatchSink[Layout, Target]):
     def apply(self, batches: list[TargetBatch[Layout, Target]], failures: Failures) -> None:
         conn = self._connection()
         refs = [self._staging_ref(conn, batch) for batch in batches]  # DDL: own transactions
-        with conn.transaction(), conn.cursor() as cur:
-            applied = [
-                self._apply_target(cur, batch, ref)
-                for batch, ref in zip(batches, refs, strict=True)
-            ]
+        applied = write_batch(conn, self._catalog.schema, batches, refs)
         for batch, counts in zip(batches, applied, strict=True):
             batch.report(counts)
+
+    def _staging_ref(
+        self, conn: psycopg.Connection, batch: TargetBatch[Layout, Target]
+    ) -> q.TableRef | None:
+        """The staging table of the target (None: no table, e.g. a truncate of a table never
+        created); the tombstone table is made sure of too."""
+        target = batch.context
+        if target.info is None:
+            return None
+        info = self._catalog.table(conn, batch.target) or target.info
+        ref = self._catalog.staging(conn, info, target.key)
+        if target.key:
+            self._catalog.ensure_tombstones(conn, info, target.key)
+        return ref
 
     def purge_tombstones(self) -> bool:
         conn = self._connection()
@@ -264,82 +270,6 @@ class PostgresSink(BatchSink[Layout, Target]):
         if cached is None or cached[0] is not info or cached[1] != key or len(cached[2]) > 1024:
             cached = self._resolutions[info.name] = (info, key, {})
         return cached[2]
-
-    # --- apply: staging tables, then one transaction for the whole batch ------------------
-
-    def _staging_ref(
-        self, conn: psycopg.Connection, batch: TargetBatch[Layout, Target]
-    ) -> q.TableRef | None:
-        """The staging table of the target (None: no table, e.g. a truncate of a table never
-        created); the tombstone table is made sure of too."""
-        target = batch.context
-        if target.info is None:
-            return None
-        info = self._catalog.table(conn, batch.target) or target.info
-        ref = self._catalog.staging(conn, info, target.key)
-        if target.key:
-            self._catalog.ensure_tombstones(conn, info, target.key)
-        return ref
-
-    def _apply_target(
-        self, cur: psycopg.Cursor, batch: TargetBatch[Layout, Target], ref: q.TableRef | None
-    ) -> Counter[Op]:
-        schema = self._catalog.schema
-        cur.execute(q.LOCK_TARGET, (f"fanout:{schema}.{batch.target}",))
-        applied: Counter[Op] = Counter()
-        if batch.truncate is not None:
-            self._truncate(cur, batch.target, ref, batch.truncate.version)
-        if ref is None or not batch.newest:
-            return applied
-        by_layout: dict[Layout, list[ChangeEvent]] = {}
-        for event, layout in batch.newest:
-            by_layout.setdefault(layout, []).append(event)
-        deletes = upserts = False
-        for layout, events in by_layout.items():
-            staged = layout.stage(events)
-            _copy(
-                cur,
-                q.copy_into_staging(ref, layout.columns, binary=staged.types is not None),
-                staged,
-            )
-            deletes = deletes or layout.is_delete
-            upserts = upserts or not layout.is_delete
-        if deletes:
-            cur.execute(q.apply_deletes(ref))
-            applied[Op.DELETE] = cur.execute(q.remember_deletes(ref), (batch.target,)).rowcount
-        if upserts:
-            applied[Op.UPSERT] = cur.execute(q.apply_upserts(ref), (batch.target,)).rowcount
-            cur.execute(q.forget_tombstones(ref))
-        return applied
-
-    def _truncate(
-        self, cur: psycopg.Cursor, target: str, ref: q.TableRef | None, version: int
-    ) -> None:
-        cur.execute(q.record_truncation(self._catalog.schema), (target, version))
-        if ref is None:
-            return
-        newer = cur.execute(q.has_rows_newer_than(ref), (version,)).fetchone()
-        if newer is not None and newer[0]:
-            cur.execute(q.delete_rows_up_to(ref), (version,))
-        else:
-            cur.execute(q.truncate_table(ref))
-        if ref.key:  # without a key there is no tombstone table
-            cur.execute(q.delete_rows_up_to(ref, tombstones=True), (version,))
-
-
-def _copy(cur: psycopg.Cursor, statement: sql.Composed, staged: Staged) -> None:
-    try:
-        with cur.copy(statement) as copy:
-            if staged.types is not None:
-                copy.set_types(staged.types)
-            for row in staged.rows:
-                copy.write_row(row)
-    except (TypeError, ValueError, OverflowError) as exc:
-        if staged.types is None:
-            raise
-        # A binary dumper refused a value (an int8 out of range): in text format PostgreSQL
-        # would have rejected it, so the batch fails the same way.
-        raise PermanentError(f"postgres rejected the batch: {type(exc).__name__}: {exc}") from exc
 
 
 def _conflict_key(info: TableInfo | None, changes: list[ChangeEvent]) -> tuple[str, ...]:
