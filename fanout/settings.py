@@ -200,6 +200,10 @@ class KafkaSettings(_Section):
     ssl_key_password: SecretStr | None = None
     session_timeout_ms: int = Field(45_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
+    # Static group membership (librdkafka group.instance.id): a restarted member with the same
+    # id takes its partitions back without a rebalance. Unique per process; the Helm chart
+    # sets it to the pod name where pods have stable names (StatefulSets).
+    group_instance_id: str | None = None
     # What librdkafka pre-fetches ahead of the batch being written, per consumer: its 64 MiB
     # default queue was the largest buffer of a draining worker (queued.max.messages.kbytes,
     # fetch.max.bytes; bench: 8 MiB saves ~70 MiB of peak RSS at the same drain rate).

@@ -40,6 +40,8 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
             "max.poll.interval.ms": kafka.max_poll_interval_ms,
         }
     )
+    if kafka.group_instance_id:
+        conf["group.instance.id"] = kafka.group_instance_id
     conf.update(overrides)
     return Consumer(conf)
 

@@ -11,12 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helm.chart import Manifest, of_kind, pod_spec, render
+from tests.helm.chart import (
+    Manifest,
+    component,
+    of_kind,
+    pod_spec,
+    render,
+    value_sets,
+    workloads,
+)
 
 settings_module = pytest.importorskip("fanout.settings")
-cli_module = pytest.importorskip("fanout.cli")
+cli_module = pytest.importorskip("fanout.cli.main")
 
-VALUE_SETS = ("default", "postgres", "elasticsearch", "clickhouse", "clickhouse-embedded", "full")
+VALUE_SETS = value_sets()
 
 
 @pytest.fixture(autouse=True)
@@ -26,11 +34,25 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def write_config(manifests: list[Manifest], tmp_path: Path) -> Path:
-    (configmap,) = of_kind(manifests, "ConfigMap")
-    path = tmp_path / "config.yaml"
+def write_config(manifests: list[Manifest], workload: Manifest, tmp_path: Path) -> Path:
+    """The config.yaml of the ConfigMap the workload's pods mount."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    name = volumes["config"]["configMap"]["name"]
+    (configmap,) = [m for m in of_kind(manifests, "ConfigMap") if m["metadata"]["name"] == name]
+    path = tmp_path / f"{name}.yaml"
     path.write_text(configmap["data"]["config.yaml"])
     return path
+
+
+def plain_env(workload: Manifest) -> dict[str, str]:
+    """Env values a pod would get that are not secrets: literals and the pod name."""
+    env = {}
+    for item in pod_spec(workload)["containers"][0]["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            env[item["name"]] = f"{workload['metadata']['name']}-0"
+    return env
 
 
 def secret_env(manifests: list[Manifest], workload: Manifest) -> dict[str, str]:
@@ -45,36 +67,44 @@ def secret_env(manifests: list[Manifest], workload: Manifest) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("values", VALUE_SETS)
-def test_rendered_config_loads_with_the_runtime_settings(values: str, tmp_path: Path) -> None:
+def test_each_workload_config_and_env_load_with_the_runtime_settings(
+    values: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifests = render(values)
-    settings = settings_module.load_settings(write_config(manifests, tmp_path))
-    settings_module.require_subscription(settings)
-    enabled = sorted(settings.sinks.enabled())
-    deployed = sorted(
-        d["metadata"]["labels"]["app.kubernetes.io/component"]
-        for d in of_kind(manifests, "Deployment")
-    )
-    assert enabled == deployed
-    assert settings.metrics.host == "0.0.0.0"
+    assert workloads(manifests)
+    for workload in workloads(manifests):
+        with monkeypatch.context() as env:
+            for name, value in plain_env(workload).items():
+                if name != "FANOUT_CONFIG":
+                    env.setenv(name, value)
+            settings = settings_module.load_settings(write_config(manifests, workload, tmp_path))
+        settings_module.require_subscription(settings)
+        assert settings.sinks.enabled() == [component(workload)]
+        assert settings.metrics.host == "0.0.0.0"
 
 
 def test_secret_env_vars_reach_the_runtime_password_fields(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     manifests = render("full")
-    config = write_config(manifests, tmp_path)
     seen = {}
-    for deployment in of_kind(manifests, "Deployment"):
-        for name, value in secret_env(manifests, deployment).items():
-            monkeypatch.setenv(name, value)
-            seen[name] = value
-    settings = settings_module.load_settings(config)
-    sinks = settings.sinks
-    assert settings.kafka.sasl_password.get_secret_value() == "kafka-secret-value"
-    assert sinks.postgres.password.get_secret_value() == "pg-secret-value"
-    assert sinks.elasticsearch.password.get_secret_value() == "es-secret-value"
-    assert sinks.elasticsearch.api_key.get_secret_value() == "es-api-key-value"
-    assert sinks.clickhouse.password.get_secret_value() == "ch-secret-value"
+    passwords = {}
+    for workload in workloads(manifests):
+        sink = component(workload)
+        with monkeypatch.context() as env:
+            for name, value in secret_env(manifests, workload).items():
+                env.setenv(name, value)
+                seen[name] = value
+            settings = settings_module.load_settings(write_config(manifests, workload, tmp_path))
+        assert settings.kafka.sasl_password.get_secret_value() == "kafka-secret-value"
+        passwords[sink] = getattr(settings.sinks, sink).password.get_secret_value()
+        if sink == "elasticsearch":
+            assert settings.sinks.elasticsearch.api_key.get_secret_value() == "es-api-key-value"
+    assert passwords == {
+        "postgres": "pg-secret-value",
+        "elasticsearch": "es-secret-value",
+        "clickhouse": "ch-secret-value",
+    }
     assert len(seen) == 5
 
 
@@ -85,12 +115,12 @@ def subcommands(parser: argparse.ArgumentParser) -> set[str]:
     return set()
 
 
-@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+@pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "Job"])
 def test_container_args_parse_with_the_runtime_cli(kind: str) -> None:
     parser = cli_module.build_parser()
-    workloads = of_kind(render("full"), kind)
-    assert workloads
-    for workload in workloads:
+    found = of_kind(render("full") + render("clickhouse-embedded"), kind)
+    assert found
+    for workload in found:
         args = pod_spec(workload)["containers"][0]["args"]
         if args[0] not in subcommands(parser):
             pytest.skip(f"the runtime has no `fanout {args[0]}` command yet")
@@ -106,12 +136,16 @@ def all_keys(node: object) -> list[str]:
 
 @pytest.mark.parametrize("values", ["full", "postgres"])
 def test_config_yaml_keys_are_snake_case(values: str) -> None:
-    config = yaml.safe_load(of_kind(render(values), "ConfigMap")[0]["data"]["config.yaml"])
-    assert [key for key in all_keys(config) if key != key.lower()] == []
+    for configmap in of_kind(render(values), "ConfigMap"):
+        if "config.yaml" in configmap["data"]:
+            config = yaml.safe_load(configmap["data"]["config.yaml"])
+            assert [key for key in all_keys(config) if key != key.lower()] == []
 
 
 @pytest.mark.parametrize("sink", ["postgres", "elasticsearch", "clickhouse"])
 def test_chart_batch_defaults_are_the_runtime_defaults(sink: str, tmp_path: Path) -> None:
     """A chart that pins older batch bounds would silently undo a tuned default (latency)."""
-    settings = settings_module.load_settings(write_config(render("full"), tmp_path))
+    manifests = render("full")
+    (workload,) = [w for w in workloads(manifests) if component(w) == sink]
+    settings = settings_module.load_settings(write_config(manifests, workload, tmp_path))
     assert getattr(settings.sinks, sink).batch == settings_module.BatchSettings()
