@@ -1,23 +1,28 @@
-"""Elasticsearch failures mapped onto ``fanout.errors``: whole requests and bulk items, here only.
+"""The Elasticsearch sink's error table: whole requests and bulk items, in the three classes.
 
-Package-private helper of ``sinks.elasticsearch.sink``.
+Package-private helper of ``sinks.elasticsearch.sink``. One status rule serves both: 401, 403,
+408, 429 and 5xx are TRANSIENT (the store is away, overloaded, or not letting us in yet: never
+dead-lettered), any other status is DATA (the request or the record is at fault).
 
-Whole requests (:func:`es_errors`)::
+Whole requests (:func:`classify`, the table ``BatchSink.classify`` returns from)::
 
-    connection refused / reset, timeout, TLS  -> RetryableError   (the store is away)
-    HTTP 401 / 403 / 408 / 429 / 5xx          -> RetryableError   (auth, overload, outage)
-    HTTP 400 / 413 / other 4xx                -> MappingError     (a permanent, request-level
-                                                 refusal: the runtime bisects the batch)
-    unserializable body                       -> MappingError
+    connection refused / reset, timeout, TLS  -> TRANSIENT  (the store is away)
+    HTTP 401 / 403 / 408 / 429 / 5xx          -> TRANSIENT  (auth, overload, outage)
+    HTTP 400 / 404 / 413 / other 4xx          -> DATA       (a lasting refusal of the request:
+                                                             the runtime bisects the batch)
+    unserializable body                       -> DATA
 
-Bulk items (:func:`classify`), one verdict per item::
+Bulk items (:func:`item_verdict`), one verdict per item of a bulk response::
 
     2xx                                       -> APPLIED
     409 version_conflict_engine_exception     -> STALE     (the index holds a newer version)
     404 index_not_found_exception             -> NO_INDEX  (alias gone: recreate, then retry)
-    429, 5xx, cluster blocks, shard trouble   -> RETRY     (only these items, with backoff)
-    other 4xx (mapping / parse / too large)   -> REJECTED  (a Failure with ES's type + reason)
-    a whole chunk refused with 400 / 413      -> BISECT    (cannot tell which item: PermanentError)
+    TRANSIENT status, cluster blocks, shards  -> RETRY     (only these items, with backoff; still
+                                                            failing: the batch is TRANSIENT)
+    other 4xx (mapping / parse / too large)   -> REJECTED  (DATA: a Failure with ES's type +
+                                                            reason, to the DLQ)
+    a whole chunk refused with 400 / 413      -> BISECT    (DATA, but which item is unknown:
+                                                            the runtime bisects the batch)
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from typing import Any
 from elastic_transport import SerializationError, TransportError
 from elasticsearch import ApiError
 
-from fanout.errors import FanoutError, MappingError, PermanentError, RetryableError
+from fanout.errors import MappingError, PermanentError
+from sinks.base import errors as base
+from sinks.base.errors import ErrorClass, Verdict
 
-_RETRYABLE_STATUS = frozenset({401, 403, 408, 429})
+_TRANSIENT_STATUS = frozenset({401, 403, 408, 429})
 _RETRYABLE_ITEM_TYPES = frozenset(
     {
         "es_rejected_execution_exception",
@@ -46,7 +53,38 @@ _RETRYABLE_ITEM_TYPES = frozenset(
 )
 
 
-class Verdict(enum.Enum):
+def status_class(status: int) -> ErrorClass:
+    """The class of a failed request or item by its HTTP status (see the module docstring)."""
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return ErrorClass.TRANSIENT
+    return ErrorClass.DATA
+
+
+def classify(exc: BaseException, action: str = "write") -> Verdict | None:
+    """The class of a client exception raised while doing ``action``; None if not the client's."""
+    if isinstance(exc, ApiError):
+        status = exc.status_code
+        message = f"elasticsearch {action}: HTTP {status} {describe_error(exc.body)}"
+        return Verdict(status_class(status), message)
+    if isinstance(exc, SerializationError):
+        return Verdict(ErrorClass.DATA, f"elasticsearch {action}: cannot serialize: {exc}")
+    if isinstance(exc, TransportError):
+        message = f"elasticsearch {action}: {type(exc).__name__}: {exc}"
+        return Verdict(ErrorClass.TRANSIENT, message)
+    return None
+
+
+@contextmanager
+def mapped_errors(action: str) -> Iterator[None]:
+    """Re-raise client exceptions met while doing ``action`` as fanout's (``raise … from exc``).
+
+    Inside ``BatchSink.write`` (whose own mapping says "write"), this names the step that
+    failed: "create index for 'x'", "open", "purge tombstones"."""
+    with base.mapped_errors(lambda exc: classify(exc, action)):
+        yield
+
+
+class ItemVerdict(enum.Enum):
     APPLIED = "applied"
     STALE = "stale"
     NO_INDEX = "no_index"
@@ -55,44 +93,21 @@ class Verdict(enum.Enum):
     BISECT = "bisect"
 
 
-@contextmanager
-def es_errors(action: str) -> Iterator[None]:
-    """Translate whatever the client raises while doing ``action`` (``raise … from exc``)."""
-    try:
-        yield
-    except FanoutError:
-        raise
-    except ApiError as exc:
-        raise _from_api_error(action, exc) from exc
-    except SerializationError as exc:
-        raise MappingError(f"elasticsearch {action}: cannot serialize: {exc}") from exc
-    except TransportError as exc:
-        raise RetryableError(f"elasticsearch {action}: {type(exc).__name__}: {exc}") from exc
-
-
-def _from_api_error(action: str, exc: ApiError) -> FanoutError:
-    status = exc.status_code
-    message = f"elasticsearch {action}: HTTP {status} {describe_error(exc.body)}"
-    if status in _RETRYABLE_STATUS or status >= 500:
-        return RetryableError(message)
-    return MappingError(message)
-
-
-def classify(ok: bool, item: dict[str, Any]) -> Verdict:
+def item_verdict(ok: bool, item: dict[str, Any]) -> ItemVerdict:
     """The verdict for one bulk item, ``item`` being the inner dict of a bulk response item."""
     if ok:
-        return Verdict.APPLIED
+        return ItemVerdict.APPLIED
     status = int(item.get("status") or 500)
     if "exception" in item:  # the bulk writer's marker: the whole request failed
-        return Verdict.BISECT if status in (400, 413) else Verdict.RETRY
+        return ItemVerdict.BISECT if status in (400, 413) else ItemVerdict.RETRY
     kind = error_type(item.get("error"))
     if status == 409 and kind == "version_conflict_engine_exception":
-        return Verdict.STALE
+        return ItemVerdict.STALE
     if kind == "index_not_found_exception":
-        return Verdict.NO_INDEX
-    if status in _RETRYABLE_STATUS or status >= 500 or kind in _RETRYABLE_ITEM_TYPES:
-        return Verdict.RETRY
-    return Verdict.REJECTED
+        return ItemVerdict.NO_INDEX
+    if status_class(status) is ErrorClass.TRANSIENT or kind in _RETRYABLE_ITEM_TYPES:
+        return ItemVerdict.RETRY
+    return ItemVerdict.REJECTED
 
 
 def error_type(error: Any) -> str:

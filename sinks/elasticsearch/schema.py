@@ -9,7 +9,13 @@ Package-private helper of ``sinks.elasticsearch.sink``. For a target ``T`` and p
 * ``P fanout.meta`` holds one document per truncated target, id = target,
   ``truncate_version`` written with ``external_gte``: events older than it are dropped.
 
-Callers wrap these calls in ``sinks.elasticsearch.errors.es_errors``.
+A target must make valid names for its index and alias: Elasticsearch refuses uppercase, spaces
+and ``\\ / * ? " < > | , # :`` anywhere, a leading ``_ - +`` (and ``.``, which marks hidden and
+system indices), and names over 255 bytes; ``T.fanout`` and ``fanout.meta`` are the sink's own.
+The rules that do not depend on the prefix are :data:`NAMES`; :func:`check_index_names` adds
+the ones that do.
+
+Callers wrap these calls in ``sinks.elasticsearch.errors.mapped_errors``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from elasticsearch import BadRequestError, Elasticsearch
 
 from fanout.errors import MappingError
 from fanout.settings import ElasticsearchSettings
+from sinks.base.names import NameRules
 from sinks.elasticsearch.cleanup import delete_matching
 from sinks.elasticsearch.types import (
     DELETED_AT_FIELD,
@@ -45,24 +52,29 @@ _META_MAPPINGS: dict[str, Any] = {
     "dynamic": False,
     "properties": {"truncate_version": {"type": "long"}, "truncated_at": {"type": "date"}},
 }
-_INVALID_NAME = re.compile(r'[\\/*?"<>| ,#:A-Z]')
+NAMES = NameRules(
+    what="Elasticsearch index",
+    invalid=re.compile(r'[\\/*?"<>| ,#:A-Z]'),
+    invalid_hint='lowercase, no spaces and none of \\ / * ? " < > | , # : '
+    "(set routing.tables.<table>.target)",
+    reserved_prefixes=(),  # only the names below are fanout's own
+    reserved_suffixes=(PHYSICAL_SUFFIX,),
+    reserved_names=frozenset({META_INDEX}),
+)
+_LEADING = ("_", "-", "+", ".")
 
 
-def check_target(prefix: str, target: str) -> str:
-    """``target`` if it makes valid index/alias names, else MappingError saying why."""
-    if not target:
-        raise MappingError("the event has no target index")
-    if _INVALID_NAME.search(target):
-        raise MappingError(
-            f"target {target!r} is not a valid index name: lowercase, no spaces and none of "
-            '\\ / * ? " < > | , # : (set routing.tables.<table>.target)'
-        )
-    if not prefix and target.startswith(("_", "-", "+", ".")):
-        raise MappingError(f"target {target!r} must not start with _, -, + or .")
-    if target.endswith(PHYSICAL_SUFFIX) or target == META_INDEX:
-        raise MappingError(f"target {target!r} is reserved ({PHYSICAL_SUFFIX} / {META_INDEX})")
-    if len((prefix + target + PHYSICAL_SUFFIX).encode()) > MAX_INDEX_NAME_BYTES:
-        raise MappingError(f"target {target!r} makes an index name over 255 bytes")
+def check_index_names(prefix: str, target: str) -> str:
+    """``target`` if its index and alias are valid names under ``prefix``, else MappingError
+    saying why."""
+    NAMES.check(target)
+    problem = None
+    if not prefix and target.startswith(_LEADING):
+        problem = "must not start with _, -, + or . (without an index_prefix)"
+    elif len((prefix + target + PHYSICAL_SUFFIX).encode()) > MAX_INDEX_NAME_BYTES:
+        problem = f"the index name is longer than {MAX_INDEX_NAME_BYTES} bytes"
+    if problem is not None:
+        raise MappingError(f"invalid {NAMES.what} name {target!r}: {problem}")
     return target
 
 
@@ -131,7 +143,7 @@ class Indices:
             if exc.error != "resource_already_exists_exception":
                 raise
 
-    def truncate_floors(self, targets: list[str]) -> dict[str, int]:
+    def truncate_watermarks(self, targets: list[str]) -> dict[str, int]:
         """The recorded truncate version per target (targets never truncated are absent)."""
         if not targets:
             return {}

@@ -10,30 +10,34 @@ Searches go through an alias that hides tombstones. Tombstones are purged after
 A truncate deletes what is older than it and is remembered in the meta index, so older events
 replayed later are dropped. Design and caveats: ``docs/sinks/elasticsearch.md``.
 
-Errors (mapped in ``sinks.elasticsearch.errors``): store unreachable / overloaded -> RetryableError
-(after retrying only the failed bulk items a few times); a document Elasticsearch refuses
-(mapping, parse, size) -> a Failure with Elasticsearch's type and reason; version conflicts are
-stale writes, counted in ``fanout_stale_events_total``, not errors.
+What this sink adds to the batch template (``sinks.base.batch``): index and alias names
+(``check_target``), the truncate versions of the meta index (``truncate_watermarks``, one
+``mget``), the index and alias of each target, created once per process, and each change's
+``_id`` (``prepare``), and truncates followed by one stream of bulk requests for every target of
+the batch (``apply``). Its error table is ``sinks.elasticsearch.errors``: store unreachable or
+overloaded -> TRANSIENT (after retrying only the failed bulk items a few times); a document
+Elasticsearch refuses (mapping, parse, size) -> a Failure with Elasticsearch's type and reason;
+a version conflict is a stale write, not an error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections import Counter
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from elasticsearch import Elasticsearch
 
-from fanout.errors import FanoutError, MappingError
-from fanout.events import ChangeEvent, Failure, Op
-from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
+from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Op
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch.errors import es_errors
-from sinks.elasticsearch.schema import Indices, check_target
-from sinks.elasticsearch.types import Collapsed, bulk_lines, collapse
+from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
+from sinks.base.errors import Verdict
+from sinks.elasticsearch.errors import classify, mapped_errors
+from sinks.elasticsearch.schema import Indices, check_index_names
+from sinks.elasticsearch.types import bulk_lines, document_id
 from sinks.elasticsearch.write import BulkReport, BulkWriter, Entry
 
 log = logging.getLogger(__name__)
@@ -58,16 +62,28 @@ def client_options(settings: ElasticsearchSettings) -> dict[str, Any]:
     return options
 
 
-class ElasticsearchSink:
+@dataclass(slots=True)
+class Index:
+    """A target's index as one batch writes it."""
+
+    alias: str  # the name bulk actions write to: the alias (``require_alias``)
+    refused: MappingError | None = None  # why the index cannot be used: all its events fail
+
+
+class ElasticsearchSink(BatchSink[str, Index]):
+    """Keeps ``<prefix><target>`` aliases at the newest event per key; the payload of a change
+    is its document ``_id``."""
+
     name: ClassVar[str] = "elasticsearch"
 
     def __init__(self, settings: ElasticsearchSettings) -> None:
+        super().__init__()
         self._settings = settings
         self._client: Elasticsearch | None = None
         self._indices: Indices | None = None
         self._bulk: BulkWriter | None = None
-        self._checked_targets: dict[str, str | MappingError] = {}
-        self._next_purge = 0.0
+        self._watermarks: dict[str, int] = {}  # the stored truncate versions, read this write
+        self.purge_interval_s = 60.0 * settings.tombstone_purge_interval_minutes
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -77,38 +93,74 @@ class ElasticsearchSink:
             self._client = Elasticsearch(**client_options(self._settings))
             self._indices = Indices(self._client, self._settings)
             self._bulk = BulkWriter(self._client, self._settings, self._recreate)
-        with es_errors("open"):
+        with mapped_errors("open"):
             self._client.cluster.health()
-            self._require_indices().ensure_meta()
+            self.indices.ensure_meta()
         for target in self._routed_targets():
             try:
-                self._ensure(check_target(self._settings.index_prefix, target))
+                self._ensure(self.check_target(target))
             except MappingError as exc:  # its events will fail one by one, with this reason
                 log.warning("cannot create index", extra={"target": target, "error": str(exc)})
-        self._next_purge = time.monotonic()
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
         self._client = self._indices = self._bulk = None
 
-    # -- writing -----------------------------------------------------------------------------
+    # -- the template's hooks ----------------------------------------------------------------
 
-    def write(self, batch: Sequence[ChangeEvent]) -> Sequence[Failure]:
-        indices = self._require_indices()
-        collapsed = collapse(batch, self._target_of)
-        with es_errors("write"):
-            self._ensure_targets(collapsed)
-            truncated = self._apply_truncates(collapsed)
-            floors = indices.truncate_floors(collapsed.targets)
-            entries = self._entries(collapsed, floors)
-            report = self._require_bulk().write(entries)
-            self._catch_up_truncates(collapsed.targets, floors)
-        self._count(report, truncated)
-        self._maybe_purge()
-        return [*collapsed.failures, *report.failures]
+    def check_target(self, target: str) -> str:
+        return check_index_names(self._settings.index_prefix, target)
 
-    def purge_tombstones(
+    def classify(self, exc: BaseException) -> Verdict | None:
+        return classify(exc)
+
+    def truncate_watermarks(self, targets: list[str]) -> dict[str, int]:
+        self._watermarks = self.indices.truncate_watermarks(targets)
+        return self._watermarks
+
+    def prepare(
+        self, target: str, changes: list[ChangeEvent], failures: Failures
+    ) -> Prepared[str, Index]:
+        alias = self.indices.alias(target)
+        try:
+            self._ensure(target)
+        except MappingError as exc:  # e.g. a name taken by an index, mappings ES refuses
+            for event in changes:
+                failures.reject(event, exc)
+            return Prepared(Index(alias, exc), [None] * len(changes))
+        ids: list[str | None] = []
+        append = ids.append
+        for event in changes:
+            try:
+                append(document_id(event.key))
+            except MappingError as exc:  # a key too long for an _id
+                failures.reject(event, exc)
+                append(None)
+        return Prepared(Index(alias), ids)
+
+    def apply(self, batches: list[TargetBatch[str, Index]], failures: Failures) -> None:
+        for batch in batches:
+            if batch.truncate is not None:
+                self._truncate(batch, failures)
+        entries = self._entries(batches, failures)
+        if not entries:
+            return
+        report = self.bulk.write(entries)
+        self._catch_up_truncates(batches)
+        for entry, error in report.rejected:
+            failures.reject(entry.event, error)
+        _record(batches, report)
+
+    def purge_tombstones(self) -> bool:
+        """One step of the periodic purge: at most ``PURGE_STEP`` tombstones older than the
+        retention; a step that hit the limit continues with the next write."""
+        deleted = self.delete_tombstones(limit=PURGE_STEP)
+        if deleted:
+            log.info("purged tombstones", extra={"deleted": deleted})
+        return deleted >= PURGE_STEP
+
+    def delete_tombstones(
         self, older_than: dt.timedelta | None = None, limit: int | None = None
     ) -> int:
         """Delete up to ``limit`` tombstones older than ``older_than`` (default: the retention)
@@ -116,96 +168,61 @@ class ElasticsearchSink:
         retention = older_than
         if retention is None:
             retention = dt.timedelta(hours=self._settings.tombstone_retention_hours)
-        indices = self._require_indices()
-        with es_errors("purge tombstones"):
+        indices = self.indices
+        with mapped_errors("purge tombstones"):
             return indices.purge_tombstones(indices.known_targets, retention, limit)
 
-    def _target_of(self, event: ChangeEvent) -> str:
-        # Without routing (direct use) the target defaults like routing's "{table}".
-        target = event.target or event.table.rpartition(".")[2]
-        checked = self._checked_targets.get(target)
-        if checked is None:
-            try:
-                checked = check_target(self._settings.index_prefix, target)
-            except MappingError as exc:
-                checked = exc
-            self._checked_targets[target] = checked
-        if isinstance(checked, MappingError):
-            raise MappingError(str(checked))
-        return checked
-
-    def _ensure_targets(self, collapsed: Collapsed) -> None:
-        for target in collapsed.targets:
-            try:
-                self._ensure(target)
-            except MappingError as exc:  # e.g. a name taken by an index, a bad mapping
-                collapsed.drop_target(target, exc)
+    # -- steps -------------------------------------------------------------------------------
 
     def _ensure(self, target: str) -> None:
-        with es_errors(f"create index for {target!r}"):
-            self._require_indices().ensure(target)
+        with mapped_errors(f"create index for {target!r}"):
+            self.indices.ensure(target)
 
-    def _apply_truncates(self, collapsed: Collapsed) -> dict[str, int]:
-        indices = self._require_indices()
-        versions = collapsed.truncate_versions()
-        for target, version in versions.items():
-            indices.record_truncate(target, version)
-            deleted = indices.delete_older_than(target, version)
-            log.info("truncated", extra={"index": target, "version": version, "deleted": deleted})
-        return {target: len(collapsed.truncates[target]) for target in versions}
+    def _truncate(self, batch: TargetBatch[str, Index], failures: Failures) -> None:
+        """Record the truncate, then delete what is older (newer documents stay, so replaying
+        an old truncate never wipes rows written after it)."""
+        refused = batch.context.refused
+        if refused is not None:  # no index to truncate: the truncates fail like the changes
+            for event in batch.events:
+                if event.op is Op.TRUNCATE:
+                    failures.reject(event, refused)
+            batch.truncate, batch.truncates = None, 0  # nothing of the target was applied
+            return
+        version = batch.truncate_version
+        assert version is not None
+        indices = self.indices
+        indices.record_truncate(batch.target, version)
+        deleted = indices.delete_older_than(batch.target, version)
+        log.info("truncated", extra={"index": batch.target, "version": version, "deleted": deleted})
 
-    def _entries(self, collapsed: Collapsed, floors: dict[str, int]) -> list[Entry]:
-        indices = self._require_indices()
+    def _entries(self, batches: list[TargetBatch[str, Index]], failures: Failures) -> list[Entry]:
+        """The bulk lines of every target's newest events, encoded once."""
         now_iso = dt.datetime.now(dt.UTC).isoformat()
         entries: list[Entry] = []
-        for (target, doc_id), event in collapsed.latest.items():
-            if event.version < floors.get(target, 0):
-                STALE_SKIPPED.labels(self.name, target).inc()
-                continue
-            try:
-                lines = bulk_lines(indices.alias(target), doc_id, event, now_iso)
-            except MappingError as exc:
-                collapsed.failures.append(Failure(event.origin, "write", exc, event))
-                continue
-            entries.append(Entry(target, event, lines))
+        append = entries.append
+        for batch in batches:
+            target, alias = batch.target, batch.context.alias
+            for event, doc_id in batch.newest:
+                try:
+                    append(Entry(target, event, bulk_lines(alias, doc_id, event, now_iso)))
+                except MappingError as exc:  # a value without a JSON form
+                    failures.reject(event, exc)
         return entries
 
-    def _catch_up_truncates(self, targets: list[str], before: dict[str, int]) -> None:
+    def _catch_up_truncates(self, batches: list[TargetBatch[str, Index]]) -> None:
         """A truncate recorded by another process while this batch was in flight: delete what
         this batch wrote below it."""
-        indices = self._require_indices()
-        for target, version in indices.truncate_floors(targets).items():
-            if version > before.get(target, 0):
-                indices.delete_older_than(target, version)
-
-    def _count(self, report: BulkReport, truncated: dict[str, int]) -> None:
-        written = Counter((entry.target, entry.event.op.value) for entry in report.applied)
-        for target, count in truncated.items():
-            written[(target, Op.TRUNCATE.value)] = count
-        for (target, op), count in written.items():
-            EVENTS_WRITTEN.labels(self.name, target, op).inc(count)
-        for target, count in Counter(entry.target for entry in report.stale).items():
-            STALE_SKIPPED.labels(self.name, target).inc(count)
-
-    def _maybe_purge(self) -> None:
-        """One bounded purge step per interval; a step that hit its limit continues with the
-        next batch, so a large backlog is spread over many writes."""
-        now = time.monotonic()
-        if now < self._next_purge:
-            return
-        self._next_purge = now + self._settings.tombstone_purge_interval_minutes * 60
-        try:
-            deleted = self.purge_tombstones(limit=PURGE_STEP)
-        except FanoutError as exc:  # best effort: the next interval tries again
-            log.warning("tombstone purge failed", extra={"error": str(exc)})
-            return
-        if deleted:
-            log.info("purged tombstones", extra={"deleted": deleted})
-        if deleted >= PURGE_STEP:
-            self._next_purge = now
+        written = [batch for batch in batches if batch.newest]
+        indices = self.indices
+        recorded = indices.truncate_watermarks([batch.target for batch in written])
+        for batch in written:
+            version = recorded.get(batch.target, 0)
+            known = max(self._watermarks.get(batch.target, 0), batch.truncate_version or 0)
+            if version > known:
+                indices.delete_older_than(batch.target, version)
 
     def _recreate(self, target: str) -> None:
-        self._require_indices().forget(target)
+        self.indices.forget(target)
         self._ensure(target)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -214,12 +231,26 @@ class ElasticsearchSink:
         tables = self._settings.routing.tables
         return sorted({route.target for route in tables.values() if route.target})
 
-    def _require_indices(self) -> Indices:
+    @property
+    def indices(self) -> Indices:
         if self._indices is None:
-            raise RuntimeError("ElasticsearchSink.write/purge called before open()")
+            raise RuntimeError("ElasticsearchSink used before open()")
         return self._indices
 
-    def _require_bulk(self) -> BulkWriter:
+    @property
+    def bulk(self) -> BulkWriter:
         if self._bulk is None:
-            raise RuntimeError("ElasticsearchSink.write called before open()")
+            raise RuntimeError("ElasticsearchSink used before open()")
         return self._bulk
+
+
+def _record(batches: list[TargetBatch[str, Index]], report: BulkReport) -> None:
+    """What the bulk requests did, per target: applied, or stale (a version conflict: the index
+    holds a newer version). Rejected items are failures, neither applied nor stale."""
+    by_target = {batch.target: batch for batch in batches}
+    for (target, op), count in Counter(
+        [(entry.target, entry.event.op) for entry in report.applied]
+    ).items():
+        by_target[target].applied[op] += count
+    for target, count in Counter([entry.target for entry in report.stale]).items():
+        by_target[target].stale += count

@@ -1,6 +1,8 @@
-"""Change events -> Elasticsearch documents (the sink's types): ids, values, collapse, bulk lines.
+"""Change events -> Elasticsearch documents (the sink's types): ids, values, bulk lines.
 
-Package-private helper of ``sinks.elasticsearch.sink``; no I/O here.
+Package-private helper of ``sinks.elasticsearch.sink``; no I/O here. The events it is given
+have passed the batch template's checks (a key, a row for an upsert, a version in 0..2^63-1,
+Elasticsearch's external version range) and its collapse to the newest event per key.
 
 * ``_id``: a single-column key is its value as text (a string as is, a number in JSON form:
   ``42``, ``1.5``, ``true``); a composite key is the compact JSON array of its values in key
@@ -27,24 +29,22 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Failure, Op
+from fanout.events import ChangeEvent, Op
 
 VERSION_FIELD = "_fanout_version"
 SOURCE_TS_FIELD = "_fanout_source_ts_ms"
 DELETED_FIELD = "_fanout_deleted"
 DELETED_AT_FIELD = "_fanout_deleted_at"
 MAX_ID_BYTES = 512
-MAX_EXTERNAL_VERSION = 2**63 - 1
 EXTERNAL = "external_gte"  # the version check of every write
-_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS  # rejected by json_value, as before
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS  # to json_value, which rejects them
 _PLAIN_TYPES = frozenset({str, int, bool, type(None)})
 
 
@@ -80,81 +80,46 @@ def json_document(values: dict[str, Any]) -> dict[str, Any]:
 
 def document_id(key: dict[str, Any]) -> str:
     """The ``_id`` of the document for ``key`` (see the module docstring)."""
-    if not key:
-        raise MappingError("the event has no key (a source table without a primary key?)")
     if len(key) == 1:
         (value,) = key.values()
-        if type(value) is str:
-            text = value
-        elif type(value) is int:  # the common case; same text as JSON
+        if type(value) is int:  # the common case: its JSON text, one byte a character
             text = str(value)
+            if len(text) <= MAX_ID_BYTES:
+                return text
+        elif type(value) is str:
+            text = value
         else:
             text = _scalar_text(json_value(value))
+    elif not key:
+        raise MappingError("the event has no key (a source table without a primary key?)")
     else:
-        values = [json_value(value) for value in key.values()]
-        text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+        values = list(key.values())
+        if set(map(type, values)) <= _PLAIN_TYPES:
+            # orjson writes these as json.dumps does; it refuses ints over 64 bits and lone
+            # surrogates, which the standard library writes.
+            try:
+                encoded = orjson.dumps(values)
+            except orjson.JSONEncodeError:
+                text = _stdlib_json(values)
+            else:
+                if len(encoded) > MAX_ID_BYTES:
+                    raise _id_too_long()
+                return encoded.decode()
+        else:
+            text = _stdlib_json([json_value(value) for value in values])
     if len(text.encode()) > MAX_ID_BYTES:
-        raise MappingError(f"the key encodes to more than {MAX_ID_BYTES} bytes as an _id")
+        raise _id_too_long()
     return text
+
+
+def _id_too_long() -> MappingError:
+    return MappingError(f"the key encodes to more than {MAX_ID_BYTES} bytes as an _id")
 
 
 def _scalar_text(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def check_version(version: int) -> None:
-    if not 0 <= version <= MAX_EXTERNAL_VERSION:
-        raise MappingError(f"version {version} is outside Elasticsearch's 0..2^63-1")
-
-
-@dataclass(slots=True)
-class Collapsed:
-    """One batch reduced to the newest event per document, plus truncates and rejects."""
-
-    latest: dict[tuple[str, str], ChangeEvent] = field(default_factory=dict)  # (target, _id)
-    truncates: dict[str, list[ChangeEvent]] = field(default_factory=dict)  # per target
-    failures: list[Failure] = field(default_factory=list)
-    superseded: int = 0
-
-    @property
-    def targets(self) -> list[str]:
-        return sorted({target for target, _ in self.latest} | set(self.truncates))
-
-    def truncate_versions(self) -> dict[str, int]:
-        return {target: max(e.version for e in events) for target, events in self.truncates.items()}
-
-    def drop_target(self, target: str, error: MappingError) -> None:
-        """Turn every event of ``target`` into a Failure (the index cannot be used)."""
-        for slot in [slot for slot in self.latest if slot[0] == target]:
-            event = self.latest.pop(slot)
-            self.failures.append(Failure(event.origin, "write", error, event))
-        for event in self.truncates.pop(target, []):
-            self.failures.append(Failure(event.origin, "write", error, event))
-
-
-def collapse(batch: Sequence[ChangeEvent], target_of: Callable[[ChangeEvent], str]) -> Collapsed:
-    """Newest event per (target, _id); ties go to the later event in the batch."""
-    out = Collapsed()
-    for event in batch:
-        try:
-            target = target_of(event)
-            check_version(event.version)
-            if event.op is Op.TRUNCATE:
-                out.truncates.setdefault(target, []).append(event)
-                continue
-            slot = (target, document_id(event.key))
-        except MappingError as exc:
-            out.failures.append(Failure(event.origin, "write", exc, event))
-            continue
-        current = out.latest.get(slot)
-        if current is not None:
-            out.superseded += 1
-            if event.version < current.version:
-                continue
-        out.latest[slot] = event
-    return out
+    return _stdlib_json(value)
 
 
 def index_action(alias: str, doc_id: str, event: ChangeEvent, now_iso: str) -> dict[str, Any]:

@@ -20,10 +20,16 @@ from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch
 
-from fanout.errors import RetryableError
-from fanout.events import ChangeEvent, Failure
+from fanout.errors import MappingError, RetryableError
+from fanout.events import ChangeEvent
 from fanout.settings import ElasticsearchSettings
-from sinks.elasticsearch.errors import Verdict, bisect_error, classify, describe_error, item_error
+from sinks.elasticsearch.errors import (
+    ItemVerdict,
+    bisect_error,
+    describe_error,
+    item_error,
+    item_verdict,
+)
 
 log = logging.getLogger(__name__)
 _MAX_ITEM_BACKOFF_S = 5.0  # in-sink waits stay short: the runtime's retry takes over after
@@ -41,9 +47,11 @@ class Entry:
 
 @dataclass(slots=True)
 class BulkReport:
+    """What became of each entry: applied, stale (the index holds a newer version), rejected."""
+
     applied: list[Entry] = field(default_factory=list)
     stale: list[Entry] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    rejected: list[tuple[Entry, MappingError]] = field(default_factory=list)
     retried_items: int = 0
 
 
@@ -90,17 +98,17 @@ class BulkWriter:
         reason = ""
         missing: set[str] = set()
         for entry, (ok, item) in zip(entries, self._results(entries), strict=True):
-            verdict = classify(ok, item)
-            if verdict is Verdict.APPLIED:
+            verdict = item_verdict(ok, item)
+            if verdict is ItemVerdict.APPLIED:
                 report.applied.append(entry)
-            elif verdict is Verdict.STALE:
+            elif verdict is ItemVerdict.STALE:
                 report.stale.append(entry)
-            elif verdict is Verdict.REJECTED:
-                report.failures.append(_failure(entry, item))
-            elif verdict is Verdict.BISECT:
+            elif verdict is ItemVerdict.REJECTED:
+                report.rejected.append((entry, item_error(item)))
+            elif verdict is ItemVerdict.BISECT:
                 raise bisect_error(item)
             else:
-                if verdict is Verdict.NO_INDEX:
+                if verdict is ItemVerdict.NO_INDEX:
                     missing.add(entry.target)
                 retry.append(entry)
                 reason = f"HTTP {item.get('status')} {describe_error(item.get('error'))}"
@@ -125,7 +133,7 @@ class BulkWriter:
             )
         except ApiError as exc:
             # The whole request was refused: every item carries the error, marked the way
-            # streaming_bulk marks it ("exception"), for classify.
+            # streaming_bulk marks it ("exception"), for item_verdict.
             failed = {"error": str(exc), "status": exc.status_code, "exception": exc}
             return [(False, failed)] * len(chunk)
         results = []
@@ -156,7 +164,3 @@ def chunks(entries: list[Entry], max_actions: int, max_bytes: int) -> Iterator[l
         size += len(entry.lines)
     if chunk:
         yield chunk
-
-
-def _failure(entry: Entry, item: dict[str, Any]) -> Failure:
-    return Failure(entry.event.origin, "write", item_error(item), entry.event)

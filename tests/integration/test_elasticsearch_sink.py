@@ -17,7 +17,7 @@ from elasticsearch import ConflictError, Elasticsearch, helpers
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
-from fanout.runtime.metrics import STALE_SKIPPED
+from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.sink import ElasticsearchSink
 from sinks.elasticsearch.types import json_document
@@ -117,6 +117,19 @@ def _doc_id(key: tuple[Any, ...]) -> str:
     return str(key[0]) if len(key) == 1 else "[" + ",".join(str(v) for v in key) + "]"
 
 
+def counted(target: str) -> tuple[float, float]:
+    """fanout_events_written_total (every op) and fanout_stale_events_total of ``target``."""
+    written = sum(
+        EVENTS_WRITTEN.labels("elasticsearch", target, op.value)._value.get() for op in Op
+    )
+    return written, STALE_SKIPPED.labels("elasticsearch", target)._value.get()
+
+
+def counted_since(before: tuple[float, float], target: str) -> tuple[float, float]:
+    written, stale = counted(target)
+    return written - before[0], stale - before[1]
+
+
 def write_all(sink: ElasticsearchSink, batches: Sequence[Sequence[ChangeEvent]]) -> None:
     for batch in batches:
         assert list(sink.write(batch)) == []
@@ -152,7 +165,7 @@ def test_replays_and_out_of_order_batches_change_nothing(
     events = [from_logical(e, i) for i, e in enumerate(stream)]
     batches = batched(events, 250)
     shuffled = random.Random(3).sample(batches, len(batches))
-    stale_before = STALE_SKIPPED.labels("elasticsearch", "customers")._value.get()
+    before = counted("customers")
 
     write_all(sink, shuffled)  # out of order
     write_all(sink, list(reversed(batches)))  # a full replay, newest first
@@ -162,7 +175,12 @@ def test_replays_and_out_of_order_batches_change_nothing(
     for table in ("customers", "order_lines"):
         docs = searched(es, prefix + table)
         assert rows_of(docs) == expected[table]
-    assert STALE_SKIPPED.labels("elasticsearch", "customers")._value.get() > stale_before
+    written, stale = counted_since(before, "customers")
+    assert stale > 0
+    # each event written is counted once: applied, or stale (superseded in its batch, or older
+    # than the indexed version)
+    sent = [e for batch in [*shuffled, *batches, *batches[: len(batches) // 2]] for e in batch]
+    assert written + stale == sum(e.target == "customers" for e in sent)
     # the stored (external) version of every document is the version of its newest event
     newest: dict[str, int] = {}
     for e in events:
@@ -225,20 +243,25 @@ def test_a_document_that_conflicts_with_the_mapping_fails_alone(
         "properties": {"id": {"type": "long"}, "qty": {"type": "long"}},
     }
     sink = make_sink(mappings=mappings)
+    write_all(sink, [[change(5, 9, {"qty": 5})]])
     batch = [
         change(1, 1, {"qty": 1}, offset=1),
         change(2, 1, {"qty": "not a number"}, offset=2),
         change(3, 1, {"qty": 3, "surprise": True}, offset=3),
         change(4, 1, {"qty": 4}, offset=4),
+        change(5, 8, {"qty": 5}, offset=5),  # older than the indexed version: stale
     ]
+    before = counted("items")
     failures = list(sink.write(batch))
+    written, stale = counted_since(before, "items")
+    assert (written, stale) == (2, 1)  # the rejected documents are neither
 
     assert {f.origin.offset for f in failures} == {2, 3}
     by_offset = {f.origin.offset: str(f.error) for f in failures}
     assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in failures)
     assert "document_parsing_exception" in by_offset[2] and "[qty]" in by_offset[2]
     assert "strict_dynamic_mapping_exception" in by_offset[3] and "surprise" in by_offset[3]
-    assert set(searched(es, prefix + "items")) == {"1", "4"}
+    assert set(searched(es, prefix + "items")) == {"1", "4", "5"}
 
 
 def test_truncate_clears_older_documents_and_keeps_out_older_replays(
@@ -263,8 +286,9 @@ def test_tombstones_are_purged_after_the_retention(
 ) -> None:
     sink = make_sink(index_settings={"index": {"gc_deletes": "1s"}})
     write_all(sink, [[change(1, 1), change(2, 1), change(2, 2, op=Op.DELETE)]])
-    assert sink.purge_tombstones() == 0  # younger than the retention (a week by default)
-    assert sink.purge_tombstones(older_than=dt.timedelta(0)) == 1
+    assert sink.delete_tombstones() == 0  # younger than the retention (a week by default)
+    assert sink.purge_tombstones() is False  # the periodic step: nothing left over
+    assert sink.delete_tombstones(older_than=dt.timedelta(0)) == 1
 
     physical = prefix + "items.fanout"
     assert set(searched(es, physical)) == {"1"}
@@ -318,10 +342,18 @@ def test_a_target_whose_alias_name_is_taken_fails_its_events_with_the_reason(
 ) -> None:
     es.indices.create(index=prefix + "taken")
     sink = make_sink()
-    failures = list(sink.write([change(1, 1, target="taken"), change(2, 1)]))
-    assert [f.event.key for f in failures if f.event] == [{"id": 1}]
-    assert "invalid_alias_name_exception" in str(failures[0].error)
+    before = counted("taken")
+    batch = [
+        change(1, 1, target="taken", offset=1),
+        change(0, 2, op=Op.TRUNCATE, target="taken", offset=2),
+        change(2, 1, offset=3),
+    ]
+    failures = list(sink.write(batch))
+    assert sorted(f.origin.offset for f in failures) == [1, 2]  # the truncate fails too
+    assert all("invalid_alias_name_exception" in str(f.error) for f in failures)
     assert set(searched(es, prefix + "items")) == {"2"}
+    assert counted("taken") == before
+    assert not es.exists(index=prefix + "fanout.meta", id="taken")
 
 
 def test_events_with_invalid_targets_or_keys_fail_alone(
@@ -329,11 +361,44 @@ def test_events_with_invalid_targets_or_keys_fail_alone(
 ) -> None:
     sink = make_sink()
     keyless = ChangeEvent(
-        Op.UPSERT, "src.items", {}, {"v": 1}, 1, 1, Origin("t", 0, 9), (), "items"
+        Op.UPSERT, "src.items", {}, {"v": 1}, 1, 1, Origin("t", 0, 12), (), "items"
     )
-    failures = list(sink.write([change(1, 1, target="Not Valid"), keyless, change(2, 1)]))
-    assert len(failures) == 2
-    assert set(searched(es, prefix + "items")) == {"2"}
+    batch = [
+        change(1, 1, target="Not Valid", offset=10),
+        change(2, -1, offset=11),  # outside Elasticsearch's external versions
+        keyless,
+        change(3, 1, {"v": "x" * 10}, offset=13),
+        ChangeEvent(  # an _id over 512 bytes
+            Op.UPSERT, "src.items", {"id": "k" * 513}, {}, 1, 1, Origin("t", 0, 14), (), "items"
+        ),
+        change(2, 1, offset=15),
+    ]
+    failures = list(sink.write(batch))
+    assert [f.origin.offset for f in failures] == [10, 11, 12, 14]
+    assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in failures)
+    assert "invalid Elasticsearch index name 'Not Valid'" in str(failures[0].error)
+    assert "512 bytes" in str(failures[3].error)
+    assert set(searched(es, prefix + "items")) == {"2", "3"}
+
+
+def test_the_same_key_in_two_targets_is_two_documents_and_truncates_stay_in_their_target(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink()
+    batch = [
+        change(1, 10, {"v": "a"}, target="a"),
+        change(1, 2, {"v": "b"}, target="b"),
+        change(0, 5, op=Op.TRUNCATE, target="a"),
+        change(0, 4, op=Op.TRUNCATE, target="a"),  # older: the newest truncate counts
+    ]
+    before = counted("a")
+    write_all(sink, [batch])
+    assert rows_of(searched(es, prefix + "a")) == {"1": {"id": 1, "v": "a"}}
+    assert rows_of(searched(es, prefix + "b")) == {"1": {"id": 1, "v": "b"}}
+    meta = es.get(index=prefix + "fanout.meta", id="a")["_source"]
+    assert meta["truncate_version"] == 5
+    assert not es.exists(index=prefix + "fanout.meta", id="b")
+    assert counted_since(before, "a") == (3, 0)  # one upsert and both truncates
 
 
 def test_refresh_wait_for_makes_writes_searchable_when_write_returns(

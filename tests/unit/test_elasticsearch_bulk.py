@@ -88,7 +88,9 @@ def test_each_item_gets_its_verdict_and_only_passing_failures_are_sent_again() -
 
     assert [e.event.key["id"] for e in report.applied] == [1, 4, 5]
     assert [e.event.key["id"] for e in report.stale] == [2]
-    assert [str(f.error) for f in report.failures] == ["HTTP 400 some_exception: r"]
+    assert [(e.event.key["id"], str(error)) for e, error in report.rejected] == [
+        (3, "HTTP 400 some_exception: r")
+    ]
     assert recreated == ["t5"]
     assert [[h["_id"] for h in r] for r in client.requests] == [
         ["1", "2"],

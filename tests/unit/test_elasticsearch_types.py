@@ -1,4 +1,9 @@
-"""Events -> Elasticsearch documents: ids, JSON values, collapse, tombstones (no services)."""
+"""Events -> Elasticsearch documents: ids, JSON values, tombstones, index names (no services).
+
+Which events reach the documents (the newest valid one per key) is the batch template's: its
+collapse is tested in ``test_base_batch``, the sink's use of it through ``ElasticsearchSink.write``
+in ``tests/integration/test_elasticsearch_sink.py``.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,9 @@ from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op, Origin
-from sinks.elasticsearch.schema import check_target
+from sinks.elasticsearch.schema import check_index_names
 from sinks.elasticsearch.types import (
     bulk_lines,
-    collapse,
     document_id,
     index_action,
     json_document,
@@ -39,10 +43,6 @@ def event(
     return ChangeEvent(
         op, "src.t", key, row, version, 1_700_000_000_000, Origin("tp", 0, offset), (), target
     )
-
-
-def target_as_is(e: ChangeEvent) -> str:
-    return check_target("", e.target)
 
 
 # Every logical type's value, and the ones JSON has no number for.
@@ -105,6 +105,22 @@ def test_document_ids_are_stable_and_unambiguous(key: dict[str, Any], expected: 
     assert document_id(key) == expected
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ('quote " and \\ backslash', 1),
+        ("controls \x00\x01\x1f\x7f\b\f\n\r\t", -(2**63)),
+        ("é ü \u2028 \u2029 \ufeff 😀", True, None),
+        ("beyond 64 bits", 2**64),
+    ],
+)
+def test_composite_ids_are_the_compact_json_the_standard_library_writes(
+    values: tuple[Any, ...],
+) -> None:
+    key = {f"k{i}": value for i, value in enumerate(values)}
+    assert document_id(key) == json.dumps(list(values), separators=(",", ":"), ensure_ascii=False)
+
+
 def test_composite_ids_differ_when_values_differ_even_with_separators() -> None:
     assert document_id({"a": "1,2", "b": "3"}) != document_id({"a": "1", "b": "2,3"})
 
@@ -114,60 +130,13 @@ def test_keyless_and_oversized_keys_are_rejected() -> None:
         document_id({})
     with pytest.raises(MappingError, match="512 bytes"):
         document_id({"id": "x" * 513})
-
-
-def test_collapse_keeps_the_newest_event_per_key_and_the_later_of_equal_versions() -> None:
-    batch = [
-        event(1, 5, {"id": 1, "v": "new"}),
-        event(1, 3, {"id": 1, "v": "older, later in the batch"}),
-        event(2, 7, {"id": 2, "v": "first"}),
-        event(2, 7, {"id": 2, "v": "second"}),
-        event(3, 4, op=Op.DELETE),
-        event(3, 2, {"id": 3, "v": "before the delete"}),
-    ]
-    collapsed = collapse(batch, target_as_is)
-    rows = {doc_id: (e.op, e.row) for (_, doc_id), e in collapsed.latest.items()}
-    assert rows == {
-        "1": (Op.UPSERT, {"id": 1, "v": "new"}),
-        "2": (Op.UPSERT, {"id": 2, "v": "second"}),
-        "3": (Op.DELETE, None),
-    }
-    assert collapsed.superseded == 3
-    assert collapsed.failures == []
-
-
-def test_collapse_keeps_targets_apart_and_collects_truncates() -> None:
-    batch = [
-        event(1, 1, target="a"),
-        event(1, 2, target="b"),
-        event({}, 9, op=Op.TRUNCATE, target="a"),
-        event({}, 4, op=Op.TRUNCATE, target="a"),
-    ]
-    collapsed = collapse(batch, target_as_is)
-    assert sorted(collapsed.latest) == [("a", "1"), ("b", "1")]
-    assert collapsed.truncate_versions() == {"a": 9}
-    assert collapsed.targets == ["a", "b"]
-
-
-def test_collapse_turns_bad_events_into_failures_and_keeps_the_rest() -> None:
-    batch = [
-        event(1, 1, target="Bad Name", offset=10),
-        event(2, -1, offset=11),
-        event({}, 1, offset=12),
-        event(3, 1, offset=13),
-    ]
-    collapsed = collapse(batch, target_as_is)
-    assert [f.origin.offset for f in collapsed.failures] == [10, 11, 12]
-    assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in collapsed.failures)
-    assert list(collapsed.latest) == [("t", "3")]
-
-
-def test_drop_target_fails_its_events_including_truncates() -> None:
-    batch = [event(1, 1, target="a"), event({}, 2, op=Op.TRUNCATE, target="a"), event(1, 1)]
-    collapsed = collapse(batch, target_as_is)
-    collapsed.drop_target("a", MappingError("alias taken"))
-    assert len(collapsed.failures) == 2
-    assert collapsed.targets == ["t"]
+    with pytest.raises(MappingError, match="512 bytes"):
+        document_id({"id": "é" * 257})  # bytes, not characters
+    with pytest.raises(MappingError, match="512 bytes"):
+        document_id({"id": int("9" * 513)})
+    with pytest.raises(MappingError, match="512 bytes"):
+        document_id({"a": "x" * 300, "b": "y" * 300})
+    assert document_id({"id": int("9" * 512)}) == "9" * 512
 
 
 def test_upserts_carry_the_row_and_bookkeeping_with_an_external_version() -> None:
@@ -203,16 +172,39 @@ def test_deletes_are_versioned_tombstone_documents() -> None:
 
 
 @pytest.mark.parametrize(
-    "target", ["Orders", "a b", "a*", "_x", "-x", "x.fanout", "fanout.meta", "a" * 250, ""]
+    ("target", "reason"),
+    [
+        ("Orders", "invalid characters"),
+        ("a b", "invalid characters"),
+        ("a*", "invalid characters"),
+        ("a\nb", "control characters"),
+        ("_x", "must not start with"),
+        ("-x", "must not start with"),
+        (".x", "must not start with"),
+        ("x.fanout", "reserved"),
+        ("fanout.meta", "reserved"),
+        ("a" * 250, "longer than 255 bytes"),
+        ("", "empty name"),
+    ],
 )
-def test_targets_that_cannot_name_an_index_are_refused(target: str) -> None:
-    with pytest.raises(MappingError):
-        check_target("", target)
+def test_targets_that_cannot_name_an_index_are_refused(target: str, reason: str) -> None:
+    with pytest.raises(MappingError, match=f"invalid Elasticsearch index name .*{reason}"):
+        check_index_names("", target)
 
 
 def test_valid_targets_pass() -> None:
-    assert check_target("", "inventory.orders") == "inventory.orders"
-    assert check_target("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
+    assert check_index_names("", "inventory.orders") == "inventory.orders"
+    assert check_index_names("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
+    assert check_index_names("cdc-", "_fanout_x") == "_fanout_x"  # no index of the sink's
+
+
+def test_the_prefix_counts_towards_the_index_name_length() -> None:
+    longest = "a" * (255 - len(".fanout"))
+    assert check_index_names("", longest) == longest
+    with pytest.raises(MappingError, match="longer than 255 bytes"):
+        check_index_names("cdc-", longest)
+    with pytest.raises(MappingError, match="longer than 255 bytes"):
+        check_index_names("", "é" * 125)  # bytes, not characters
 
 
 def client_lines(action: dict[str, Any]) -> bytes:
