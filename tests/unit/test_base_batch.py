@@ -232,3 +232,36 @@ def test_driver_errors_are_raised_as_their_class_and_nothing_is_counted() -> Non
     with pytest.raises(RetryableError, match="store away: refused"):
         AwaySink().write([upsert(1, 1, target="away")])
     assert counted("away") == before
+
+
+# --- cases the Elasticsearch sink's own collapse was tested with ------------------------------
+
+
+def test_collapse_of_a_mixed_batch_keeps_the_newest_per_key_and_counts_each_superseded() -> None:
+    events = [
+        upsert(1, 5, v="new"),
+        upsert(1, 3, v="older, later in the batch"),
+        upsert(2, 7, v="first"),
+        upsert(2, 7, v="second"),
+        delete(3, 4),
+        upsert(3, 2, v="before the delete, later in the batch"),
+    ]
+    collapsed = collapse(events, [True] * len(events), KEY)
+    assert {ident: (e.op, e.row) for ident, (e, _) in collapsed.newest.items()} == {
+        (1,): (Op.UPSERT, {"id": 1, "v": "new"}),
+        (2,): (Op.UPSERT, {"id": 2, "v": "second"}),
+        (3,): (Op.DELETE, None),
+    }
+    assert collapsed.superseded == 3 and collapsed.rejected == []
+
+
+def test_the_same_key_in_two_targets_is_kept_apart_and_the_newest_truncate_counts() -> None:
+    sink = KeepingSink()
+    events = [upsert(1, 10, "ta"), upsert(1, 2, "tb"), truncate(9, "ta"), truncate(4, "ta")]
+    assert sink.write(events) == []
+    by_target = {batch.target: batch for batch in sink.applied}
+    assert sorted(by_target) == ["ta", "tb"]
+    assert [e.version for e, _ in by_target["ta"].newest] == [10]
+    assert [e.version for e, _ in by_target["tb"].newest] == [2]
+    assert (by_target["ta"].truncate_version, by_target["ta"].truncates) == (9, 2)
+    assert by_target["tb"].truncate is None
