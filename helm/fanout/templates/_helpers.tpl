@@ -425,6 +425,9 @@ Rendered once, from the ConfigMap template.
 {{- fail "fanout: metrics.serviceMonitor.enabled needs the Prometheus Operator, but the cluster does not serve monitoring.coreos.com/v1: install its CRDs first, or set metrics.serviceMonitor.enabled=false; to render offline add monitoring.coreos.com/v1 to extraApiVersions (or pass --api-versions monitoring.coreos.com/v1)" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.prometheusRule.enabled (not (include "fanout.hasApi" (dict "root" . "api" "monitoring.coreos.com/v1"))) -}}
+{{- fail "fanout: prometheusRule.enabled needs the Prometheus Operator, but the cluster does not serve monitoring.coreos.com/v1: install its CRDs first, or set prometheusRule.enabled=false; to render offline add monitoring.coreos.com/v1 to extraApiVersions (or pass --api-versions monitoring.coreos.com/v1)" -}}
+{{- end -}}
 {{- $b := .Values.backfill -}}
 {{- if $b.runId -}}
 {{- if not $b.sinks -}}
@@ -646,4 +649,35 @@ metadata:
     {{- end }}
 spec:
   {{- include "fanout.podSpec" (dict "root" .root "sink" .sink "role" "worker") | nindent 2 }}
+{{- end -}}
+
+{{/*
+PromQL label matchers that pick this release's series out of a shared Prometheus:
+prometheusRule.selector, or the namespace and the jobs of the sinks' metrics Services (the
+Prometheus Operator names a ServiceMonitor's job after the Service).
+*/}}
+{{- define "fanout.alertSelector" -}}
+{{- if .Values.prometheusRule.selector -}}
+{{- .Values.prometheusRule.selector -}}
+{{- else -}}
+{{- $jobs := list -}}
+{{- range $sink := include "fanout.enabledSinks" . | fromJsonArray -}}
+{{- $jobs = append $jobs (include "fanout.componentName" (dict "root" $ "suffix" (printf "%s-metrics" $sink))) -}}
+{{- end -}}
+{{- printf "namespace=%q, job=~%q" (include "fanout.namespace" .) (join "|" $jobs) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+labels and annotations of one alert: its severity and summary/description, the runbook link
+(the runbook section's heading is the alert name), then prometheusRule.additional*.
+Takes (dict "root" $ "alert" name "severity" s "summary" text "description" text).
+*/}}
+{{- define "fanout.alertMeta" -}}
+{{- $p := .root.Values.prometheusRule -}}
+{{- $runbook := printf "%s#%s" $p.runbookBaseUrl (lower .alert) -}}
+labels:
+  {{- toYaml (merge (dict "severity" .severity) $p.additionalLabels) | nindent 2 }}
+annotations:
+  {{- toYaml (merge (dict "summary" .summary "description" .description "runbook_url" $runbook) $p.additionalAnnotations) | nindent 2 }}
 {{- end -}}
