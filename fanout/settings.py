@@ -215,6 +215,9 @@ class KafkaSettings(_Section):
     # envelopes, flattened with __deleted), deletes on other flattened topics, DLQ before any
     # row of the topic was seen; "delete"/"skip" force it. See docs/ENVELOPES.md.
     tombstones: Literal["auto", "delete", "skip"] = "auto"
+    # topic glob -> the connector's unavailable.value.placeholder (unchanged TOASTed values);
+    # topics no glob matches use Debezium's default, __debezium_unavailable_value.
+    unavailable_value_placeholders: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("topic_pattern")
     @classmethod
