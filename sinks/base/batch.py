@@ -6,6 +6,8 @@
     validate   per event: a key without NULL or object values, a row for an upsert, a
                version in 0..2^63-1 (every store keeps it as a signed 64-bit number)
     watermark  the truncate version each target has stored            (sink: truncate_watermarks)
+    merge      an upsert lacking declared columns takes them from the older upserts of its
+               key in the batch (``sinks.base.collapse.fill_missing_columns``)
     prepare    describe or create the target, check and map each event (sink: prepare)
     collapse   the newest valid event per key; older ones are superseded
     drop       events older than the target's truncate watermark
@@ -35,7 +37,7 @@ from typing import ClassVar, Generic, TypeVar
 from fanout.errors import FanoutError, MappingError
 from fanout.events import ChangeEvent, Failure, Op
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
-from sinks.base.collapse import collapse
+from sinks.base.collapse import collapse, fill_missing_columns, has_missing_columns
 from sinks.base.errors import Verdict, mapped_errors
 
 P = TypeVar("P")  # what the sink's prepare step attaches to each valid event
@@ -228,6 +230,8 @@ class BatchSink(ABC, Generic[P, C]):
         truncate = Op.TRUNCATE
         changes = [event for event in events if event.op is not truncate]
         truncates = len(events) - len(changes)
+        if any(map(has_missing_columns, changes)):
+            changes = fill_missing_columns(changes)
         prepared = self.prepare(target, changes, failures)
         plan: TargetBatch[P, C] = TargetBatch(target, prepared.context, events)
         if truncates:

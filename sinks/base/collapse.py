@@ -5,8 +5,11 @@ superseded (counted as stale) and never sent. Of equal versions the later one in
 wins, as it would if the two came in separate batches. An event a sink rejected takes no part,
 so an older valid event of its key is still applied.
 
-This is the one place the batch's events of a key meet, so it is where column-level merging
-belongs: ``Newest.merge`` is called with each older event of the key.
+Columns merge per key before that (:func:`fill_missing_columns`): an upsert that lacks a
+column its schema declares (Debezium's placeholder for an unchanged TOASTed value, removed by
+the decoder) takes it from the newest older upsert of its key in the batch, unless a delete of
+the key came in between. What no event in the batch carries is kept from the target by the
+sink (its apply step).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent
+from fanout.events import ChangeEvent, Op
 
 P = TypeVar("P")
 Identity = tuple[Any, ...]
@@ -78,3 +81,43 @@ def _key_mismatch(event: ChangeEvent, key: tuple[str, ...]) -> MappingError:
     return MappingError(
         f"key columns ({', '.join(event.key)}) do not match the target's key ({', '.join(key)})"
     )
+
+
+def has_missing_columns(event: ChangeEvent) -> bool:
+    """An upsert whose row lacks a column its schema declares (cheap: compares two lengths)."""
+    row = event.row
+    return row is not None and len(row) < len(event.columns)
+
+
+def fill_missing_columns(changes: list[ChangeEvent]) -> list[ChangeEvent]:
+    """``changes`` with each upsert that lacks declared columns completed, where it can be,
+    from the newest older upsert of its key earlier in the batch (stream order)."""
+    last: dict[tuple[Any, ...], ChangeEvent | None] = {}  # key -> its newest upsert so far
+    filled: list[ChangeEvent] = []
+    for event in changes:
+        ident = _loose_identity(event.key)
+        previous = last.get(ident)
+        if event.op is Op.DELETE:
+            if previous is None or event.version >= previous.version:
+                last[ident] = None
+        elif previous is None or event.version >= previous.version:
+            if previous is not None and has_missing_columns(event):
+                event = _completed(event, previous)
+            last[ident] = event
+        filled.append(event)
+    return filled
+
+
+def _completed(event: ChangeEvent, older: ChangeEvent) -> ChangeEvent:
+    row = event.row or {}
+    missing = {name: value for name, value in (older.row or {}).items() if name not in row}
+    if not missing:
+        return event
+    return ChangeEvent(
+        event.op, event.table, event.key, {**row, **missing}, event.version,
+        event.source_ts_ms, event.origin, event.columns, event.target,
+    )  # fmt: skip
+
+
+def _loose_identity(keys: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple((name, tuple(v) if type(v) is list else v) for name, v in keys.items())

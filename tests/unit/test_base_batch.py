@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Failure, Op, Origin
+from fanout.events import ChangeEvent, Column, Failure, Op, Origin
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.collapse import collapse
@@ -265,3 +265,45 @@ def test_the_same_key_in_two_targets_is_kept_apart_and_the_newest_truncate_count
     assert [e.version for e, _ in by_target["tb"].newest] == [2]
     assert (by_target["ta"].truncate_version, by_target["ta"].truncates) == (9, 2)
     assert by_target["tb"].truncate is None
+
+
+# --- per-column merge ------------------------------------------------------------------------
+
+COLUMNS = (Column("id", "int32", False), Column("n", "int32"), Column("txt", "string"))
+
+
+def declared(ident: int, version: int, **row: Any) -> ChangeEvent:
+    """An upsert with a schema declaring id, n, txt; a column left out of ``row`` is one the
+    decoder removed (Debezium's unavailable-value placeholder)."""
+    return ChangeEvent(
+        Op.UPSERT, "src.t", {"id": ident}, {"id": ident, **row}, version, None,
+        Origin("x", 0, version), COLUMNS, "t",
+    )  # fmt: skip
+
+
+def applied_rows(events: list[ChangeEvent]) -> dict[Any, Any]:
+    sink = KeepingSink()
+    assert sink.write(events) == []
+    return {event.key["id"]: event.row for batch in sink.applied for event, _ in batch.newest}
+
+
+def test_a_column_the_newest_event_lacks_comes_from_an_older_event_of_the_key() -> None:
+    rows = applied_rows(
+        [
+            declared(1, 1, n=1, txt="long text"),
+            declared(2, 2, n=5, txt="other"),
+            declared(1, 3, n=2),
+        ]
+    )
+    assert rows == {1: {"id": 1, "n": 2, "txt": "long text"}, 2: {"id": 2, "n": 5, "txt": "other"}}
+
+
+def test_a_null_is_a_value_and_a_delete_in_between_leaves_nothing_to_take() -> None:
+    nulled = applied_rows([declared(1, 1, n=1, txt="x"), declared(1, 2, n=2, txt=None)])
+    assert nulled[1] == {"id": 1, "n": 2, "txt": None}
+    rows = applied_rows([declared(1, 1, n=1, txt="x"), delete(1, 2), declared(1, 3, n=3)])
+    assert rows[1] == {"id": 1, "n": 3}  # the sink keeps what it stores (nothing, here)
+
+
+def test_an_event_without_older_events_of_its_key_stays_partial() -> None:
+    assert applied_rows([declared(7, 4, n=9)]) == {7: {"id": 7, "n": 9}}
