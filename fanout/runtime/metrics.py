@@ -22,6 +22,12 @@ STALE_SKIPPED = Counter(
     "Events skipped because the sink already held a newer version of the key.",
     ["sink", "table"],
 )
+COLUMNS_UNKNOWN = Counter(
+    "fanout_columns_unknown_total",
+    "Columns an applied event did not carry (or carried as unavailable) while the target held"
+    " no value for its key: left NULL or absent.",
+    ["sink", "table"],
+)
 DLQ_RECORDS = Counter("fanout_dlq_total", "Records sent to the DLQ.", ["sink", "stage"])
 RETRIES = Counter(
     "fanout_retries_total", "Batch write attempts that failed and were retried.", ["sink"]
