@@ -247,26 +247,34 @@ def remember_deletes(ref: TableRef) -> sql.Composed:
 
 
 @lru_cache(maxsize=1024)
-def apply_upserts(ref: TableRef) -> sql.Composed:
-    """Params: target. Inserts or replaces rows whose version is >= the stored one and newer
-    than the key's tombstone and the target's last truncate; rowcount = upserts applied."""
+def apply_upserts(
+    ref: TableRef, columns: tuple[str, ...], *, report_inserts: bool = False
+) -> sql.Composed:
+    """Params: target. Inserts or updates rows whose version is >= the stored one and newer
+    than the key's tombstone and the target's last truncate; rowcount = upserts applied.
+
+    ``columns`` are the staged columns the events carry (keys included): an update sets only
+    those, so a column an event does not carry keeps its stored value. With
+    ``report_inserts`` each applied row returns whether it was inserted (no stored row).
+    """
     updates = [
         sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(name))
-        for name in ref.writable
+        for name in columns
         if name not in ref.key
     ]
     updates.append(sql.SQL("{v} = EXCLUDED.{v}").format(v=_V))
     if ref.has_updated_at:
         updates.append(sql.SQL("{} = now()").format(sql.Identifier(UPDATED_AT)))
+    returning = sql.SQL(" RETURNING (t.xmax = 0)" if report_inserts else "")
     return sql.SQL(
         "INSERT INTO {t} AS t ({cols}, {v}) SELECT {s_cols}, s.{v} FROM {s} AS s"
         " WHERE NOT s.{flag} AND s.{v} > {watermark}"
         " AND NOT EXISTS (SELECT 1 FROM {tb} AS tb WHERE {tb_keys} AND tb.{v} >= s.{v})"
-        " ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE t.{v} <= EXCLUDED.{v}"
+        " ON CONFLICT ({key}) DO UPDATE SET {updates} WHERE t.{v} <= EXCLUDED.{v}{returning}"
     ).format(
         t=ref.target,
-        cols=_idents(ref.writable),
-        s_cols=_qualified("s", ref.writable),
+        cols=_idents(columns),
+        s_cols=_qualified("s", columns),
         s=ref.stage,
         flag=sql.Identifier(DELETE_FLAG),
         watermark=_truncation_watermark(ref),
@@ -274,8 +282,14 @@ def apply_upserts(ref: TableRef) -> sql.Composed:
         tb_keys=_join_on("tb", ref.key),
         key=_idents(ref.key),
         updates=sql.SQL(", ").join(updates),
+        returning=returning,
         v=_V,
     )
+
+
+@lru_cache(maxsize=1024)
+def clear_staging(ref: TableRef) -> sql.Composed:
+    return sql.SQL("TRUNCATE {}").format(ref.stage)
 
 
 @lru_cache(maxsize=1024)

@@ -18,6 +18,7 @@ from psycopg import sql
 
 from fanout.errors import PermanentError
 from fanout.events import ChangeEvent, Op
+from fanout.runtime.metrics import COLUMNS_UNKNOWN
 from sinks.base.batch import TargetBatch
 from sinks.postgres import sql as q
 from sinks.postgres.check import Layout, Staged
@@ -48,17 +49,45 @@ def _write_target(
     by_layout: dict[Layout, list[ChangeEvent]] = {}
     for event, layout in batch.newest:
         by_layout.setdefault(layout, []).append(event)
+    deletes: dict[Layout, list[ChangeEvent]] = {}
+    upserts: dict[frozenset[str], dict[Layout, list[ChangeEvent]]] = {}  # by columns carried
     for layout, events in by_layout.items():
+        if layout.is_delete:
+            deletes[layout] = events
+        else:
+            upserts.setdefault(frozenset(layout.columns), {})[layout] = events
+    if deletes:
+        _stage(cur, ref, deletes)
+        cur.execute(q.apply_deletes(ref))
+        applied[Op.DELETE] = cur.execute(q.remember_deletes(ref), (batch.target,)).rowcount
+    for i, layouts in enumerate(upserts.values()):
+        if i:  # events carrying other columns: the staging table holds one set at a time
+            cur.execute(q.clear_staging(ref))
+        _stage(cur, ref, layouts)
+        columns = next(iter(layouts)).columns[:-1]  # the version comes last
+        applied[Op.UPSERT] += _upsert(cur, batch.target, ref, columns)
+        cur.execute(q.forget_tombstones(ref))
+    return applied
+
+
+def _stage(cur: psycopg.Cursor, ref: q.TableRef, layouts: dict[Layout, list[ChangeEvent]]) -> None:
+    for layout, events in layouts.items():
         staged = layout.stage(events)
         binary = staged.types is not None
         _copy(cur, q.copy_into_staging(ref, layout.columns, binary=binary), staged)
-    if any(layout.is_delete for layout in by_layout):
-        cur.execute(q.apply_deletes(ref))
-        applied[Op.DELETE] = cur.execute(q.remember_deletes(ref), (batch.target,)).rowcount
-    if not all(layout.is_delete for layout in by_layout):
-        applied[Op.UPSERT] = cur.execute(q.apply_upserts(ref), (batch.target,)).rowcount
-        cur.execute(q.forget_tombstones(ref))
-    return applied
+
+
+def _upsert(cur: psycopg.Cursor, target: str, ref: q.TableRef, columns: tuple[str, ...]) -> int:
+    """Apply the staged upserts, which carry ``columns``; the count applied. Rows inserted
+    without some of the table's columns had no stored value to keep: counted as unknown."""
+    missing = len(set(ref.writable) - set(columns))
+    if not missing:
+        return cur.execute(q.apply_upserts(ref, columns), (target,)).rowcount
+    inserted = cur.execute(q.apply_upserts(ref, columns, report_inserts=True), (target,))
+    flags = [row[0] for row in inserted.fetchall()]
+    if any(flags):
+        COLUMNS_UNKNOWN.labels("postgres", target).inc(missing * sum(flags))
+    return len(flags)
 
 
 def _truncate(

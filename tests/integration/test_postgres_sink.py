@@ -732,3 +732,34 @@ def test_open_raises_retryable_when_postgres_is_unreachable(
         sink.open()
     sink.close()
     sink.close()
+
+
+def test_a_column_an_event_does_not_carry_keeps_its_stored_value(
+    sink: PostgresSink, admin: psycopg.Connection, schema: str
+) -> None:
+    table = sql.Identifier(schema, "partial")
+    admin.execute(
+        sql.SQL(
+            "CREATE TABLE {} (id integer PRIMARY KEY, n integer, note text, extra text)"
+        ).format(table)
+    )
+    admin.execute(sql.SQL("INSERT INTO {} (id, extra) VALUES (1, 'made by hand')").format(table))
+    declared = (Column("id", "int32", False), Column("n", "int32"), Column("note", "string"))
+    sink.write([upsert("partial", {"id": 1}, {"n": 1, "note": "long"}, 1, declared)])
+    # An update without `note` (Debezium's placeholder for an unchanged TOASTed value, removed
+    # by the decoder), and a row inserted without it: nothing stored to keep there.
+    sink.write(
+        [
+            upsert("partial", {"id": 1}, {"n": 2}, 2, declared),
+            upsert("partial", {"id": 2}, {"n": 5}, 3, declared),
+        ]
+    )
+    assert table_rows(admin, schema, "partial") == [
+        {"id": 1, "n": 2, "note": "long", "extra": "made by hand"},
+        {"id": 2, "n": 5, "note": None, "extra": None},
+    ]
+    # A NULL the event carries is a value.
+    sink.write([upsert("partial", {"id": 1}, {"n": 3, "note": None}, 4, declared)])
+    assert table_rows(admin, schema, "partial")[0] == {
+        "id": 1, "n": 3, "note": None, "extra": "made by hand"
+    }  # fmt: skip
