@@ -12,6 +12,8 @@
     collapse   the newest valid event per key; older ones are superseded
     drop       events older than the target's truncate watermark
     apply      write the collapsed batch, truncates first                (sink: apply)
+    fall back  a key whose newest event the store refused in apply: its next-newest valid
+               event, in another apply round (``sinks.base.fallback``)
     count      fanout_events_written_total and fanout_stale_events_total, here and only here
 
 Driver exceptions raised by the sink's steps are mapped once, by the sink's error table
@@ -39,6 +41,7 @@ from fanout.events import ChangeEvent, Failure, Op
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from sinks.base.collapse import collapse, fill_missing_columns, has_missing_columns
 from sinks.base.errors import Verdict, mapped_errors
+from sinks.base.fallback import Candidates
 
 P = TypeVar("P")  # what the sink's prepare step attaches to each valid event
 C = TypeVar("C")  # what the sink's prepare step knows about one target (its table, its key…)
@@ -83,6 +86,7 @@ class TargetBatch(Generic[P, C]):
     truncates: int = 0
     stale: int = 0  # superseded in the batch, older than a truncate, or older than the store's
     applied: Counter[Op] = field(default_factory=Counter)
+    candidates: Candidates[P] | None = field(default=None, repr=False)  # the template's
 
     @property
     def truncate_version(self) -> int | None:
@@ -130,7 +134,10 @@ class BatchSink(ABC, Generic[P, C]):
             plans = self._plan(groups, failures)
             work = [plan for plan in plans if plan.newest or plan.truncates]
             if work:
+                refused_before = len(failures.items)
                 self.apply(work, failures)
+                if len(failures.items) > refused_before:
+                    self._fall_back(work, failures, refused_before)
         self._count(plans)
         self._maybe_purge()
         return failures.items
@@ -251,7 +258,35 @@ class BatchSink(ABC, Generic[P, C]):
         else:
             plan.newest = list(collapsed.newest.values())
         plan.stale = collapsed.superseded + len(collapsed.newest) - len(plan.newest)
+        plan.candidates = Candidates(changes, prepared.payloads, key, watermark)
         return plan
+
+    def _fall_back(self, plans: list[TargetBatch[P, C]], failures: Failures, seen: int) -> None:
+        """Apply rounds for the keys whose newest event the store refused in ``apply``
+        (``failures`` past ``seen``): each offers their next-newest valid event, until the
+        store takes one or none is left. An event offered is no longer counted superseded."""
+        rounds = [(plan, plan) for plan in plans]  # (what apply was given, the plan it counts in)
+        while len(failures.items) > seen:
+            refused = {id(failure.event) for failure in failures.items[seen:]}
+            seen = len(failures.items)
+            retry: list[tuple[TargetBatch[P, C], TargetBatch[P, C]]] = []
+            for given, plan in rounds:
+                candidates = plan.candidates
+                refused_here = [kept for kept in given.newest if id(kept[0]) in refused]
+                if candidates is None or not refused_here:
+                    continue
+                following = candidates.next_newest(given.newest, refused_here)
+                if following:
+                    plan.stale -= len(following)
+                    offer = TargetBatch(plan.target, plan.context, plan.events, following)
+                    retry.append((offer, plan))
+            if not retry:
+                return
+            self.apply([offer for offer, _ in retry], failures)
+            for offer, plan in retry:
+                plan.applied.update(offer.applied)
+                plan.stale += offer.stale
+            rounds = retry
 
     def purged(self) -> None:
         """A sink that purged by itself (on open) starts the interval again."""

@@ -307,3 +307,88 @@ def test_a_null_is_a_value_and_a_delete_in_between_leaves_nothing_to_take() -> N
 
 def test_an_event_without_older_events_of_its_key_stays_partial() -> None:
     assert applied_rows([declared(7, 4, n=9)]) == {7: {"id": 7, "n": 9}}
+
+
+# --- falling back when the store refuses a key's newest event in apply ----------------------
+
+
+class RefusingSink(KeepingSink):
+    """Refuses, while applying, every upsert whose row is named ``refuse`` (as Elasticsearch
+    refuses a document its mapping cannot take); applies the rest."""
+
+    def __init__(self, refuse: str = "bad", watermarks: dict[str, int] | None = None) -> None:
+        super().__init__(watermarks)
+        self.refuse = refuse
+
+    def apply(self, batches: list[TargetBatch[bool, None]], failures: Failures) -> None:
+        for batch in batches:
+            self.applied.append(batch)
+            applied: Counter[Op] = Counter()
+            for event, _ in batch.newest:
+                if (event.row or {}).get("name") == self.refuse:
+                    failures.reject(event, MappingError("the store refused this document"))
+                else:
+                    applied[event.op] += 1
+            batch.applied.update(applied)
+
+
+def refused(failures: list[Failure]) -> list[ChangeEvent]:
+    events = [failure.event for failure in failures]
+    assert None not in events
+    return [event for event in events if event is not None]
+
+
+def offered(sink: KeepingSink) -> list[list[tuple[Op, int]]]:
+    """What each apply round was given: (op, version) per event."""
+    return [[(e.op, e.version) for e, _ in batch.newest] for batch in sink.applied]
+
+
+def test_a_refused_newest_event_falls_back_to_the_delete_before_it() -> None:
+    sink = RefusingSink()
+    events = [upsert(1, 1, name="good"), delete(1, 2), upsert(1, 3, name="bad"), upsert(2, 1)]
+    before = counted("t")
+    failures = sink.write(events)
+    assert [e.version for e in refused(failures)] == [3]
+    assert reasons(failures) == ["the store refused this document"]
+    # the delete is applied; the upsert before it stays superseded
+    assert offered(sink) == [[(Op.UPSERT, 3), (Op.UPSERT, 1)], [(Op.DELETE, 2)]]
+    written, stale = counted("t")
+    assert (written - before[0], stale - before[1]) == (2, 1)  # + 1 failed = 4 events
+
+
+def test_the_fallback_goes_on_until_the_store_takes_an_event_or_none_is_left() -> None:
+    sink = RefusingSink()
+    events = [
+        upsert(1, 1, name="good"),
+        upsert(1, 2, name="bad"),
+        upsert(1, 3, name="bad"),
+        upsert(2, 5, name="bad"),  # nothing older: it only fails
+    ]
+    before = counted("t")
+    failures = sink.write(events)
+    assert sorted(e.version for e in refused(failures)) == [2, 3, 5]
+    assert offered(sink) == [[(Op.UPSERT, 3), (Op.UPSERT, 5)], [(Op.UPSERT, 2)], [(Op.UPSERT, 1)]]
+    written, stale = counted("t")
+    assert (written - before[0], stale - before[1]) == (1, 0)
+
+
+def test_the_fallback_never_offers_an_event_older_than_a_truncate() -> None:
+    sink = RefusingSink()
+    events = [upsert(1, 1, target="tr"), truncate(2, "tr"), upsert(1, 3, name="bad", target="tr")]
+    before = counted("tr")
+    failures = sink.write(events)
+    assert [e.version for e in refused(failures)] == [3]
+    assert offered(sink) == [[(Op.UPSERT, 3)]]
+    written, stale = counted("tr")
+    assert (written - before[0], stale - before[1]) == (1, 1)  # the truncate; the old upsert
+
+
+def test_equal_versions_fall_back_to_the_earlier_one_and_a_whole_batch_applies_once() -> None:
+    sink = RefusingSink()
+    failures = sink.write([upsert(1, 4, name="good"), upsert(1, 4, name="bad")])
+    assert [e.row for e in refused(failures)] == [{"id": 1, "name": "bad"}]
+    assert [[e.row for e, _ in batch.newest] for batch in sink.applied][1] == [
+        {"id": 1, "name": "good"}
+    ]
+    whole = RefusingSink()
+    assert whole.write([upsert(1, 1), upsert(1, 2)]) == [] and len(whole.applied) == 1
