@@ -18,6 +18,10 @@ def _slot_setters(cls: type[Any]) -> tuple[Setter, ...]:
     return tuple(getattr(cls, name).__set__ for name in cls.__slots__)
 
 
+# The key of rows appended from a table without a primary key: their source position.
+POSITION_COLUMN = "_fanout_position"
+
+
 class Op(enum.StrEnum):
     UPSERT = "upsert"
     DELETE = "delete"

@@ -13,7 +13,15 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,10 +56,18 @@ class RetrySettings(_Section):
     initial_backoff_ms: int = Field(200, gt=0)
     max_backoff_ms: int = Field(30_000, gt=0)
     multiplier: float = Field(2.0, ge=1.0)
+    unknown_error_attempts: int = Field(10, gt=0)
+
+
+# What a sink does with rows of a table without a primary key (Debezium sends them without a
+# message key): "skip" them (one log line per table, counted), or "append" every change as a
+# new row keyed by its source position (column _fanout_position). See docs/ENVELOPES.md.
+KeylessPolicy = Literal["skip", "append"]
 
 
 class TableRoute(_Section):
     target: str | None = None  # index / table name in the sink; default from target_format
+    keyless: KeylessPolicy | None = None  # default: the sink's routing.keyless
     drop: list[str] = Field(default_factory=list)  # columns left out of the target
     rename: dict[str, str] = Field(default_factory=dict)  # source column -> target column
 
@@ -63,6 +79,7 @@ class RoutingSettings(_Section):
     exclude: list[str] = Field(default_factory=list)
     target_format: str = "{table}"  # placeholders: {schema}, {table}
     tables: dict[str, TableRoute] = Field(default_factory=dict)  # keyed by schema.table
+    keyless: KeylessPolicy | None = None  # None: the sink's default (KEYLESS_DEFAULT)
 
     @field_validator("target_format")
     @classmethod
@@ -74,10 +91,27 @@ class RoutingSettings(_Section):
 
 
 class SinkSettings(_Section):
+    KEYLESS_DEFAULT: ClassVar[KeylessPolicy] = "skip"  # a read model or an index needs keys
+
     enabled: bool = False
     batch: BatchSettings = Field(default_factory=BatchSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    # A configuration error (credentials, grants, a missing database) stops the worker: it
+    # consumes nothing, fails /healthz and /readyz, and exits non-zero after this long.
+    config_error_exit_s: float = Field(180.0, ge=0)
+
+    @property
+    def hung_after_s(self) -> float:
+        """How long one call to the store may go unanswered before /readyz says it hangs: the
+        sink's own request timeout."""
+        return 60.0
+
+    @model_validator(mode="after")
+    def _keyless_default(self) -> SinkSettings:
+        if self.routing.keyless is None:
+            self.routing.keyless = self.KEYLESS_DEFAULT
+        return self
 
 
 class TombstoneSinkSettings(SinkSettings):
@@ -145,6 +179,8 @@ class ElasticsearchSettings(TombstoneSinkSettings):
 
 
 class ClickHouseSettings(SinkSettings):
+    KEYLESS_DEFAULT: ClassVar[KeylessPolicy] = "append"  # an analytics table takes event rows
+
     mode: Literal["server", "embedded"] | None = None  # None: server if host is set, else embedded
     host: str | None = None
     port: int = Field(8123, gt=0, lt=65536)

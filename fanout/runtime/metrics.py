@@ -22,6 +22,12 @@ STALE_SKIPPED = Counter(
     "Events skipped because the sink already held a newer version of the key.",
     ["sink", "table"],
 )
+KEYLESS_SKIPPED = Counter(
+    "fanout_keyless_skipped_total",
+    "Rows of tables without a primary key skipped by routing.keyless (or deletes, which cannot"
+    " name a row).",
+    ["sink", "table"],
+)
 COLUMNS_UNKNOWN = Counter(
     "fanout_columns_unknown_total",
     "Columns an applied event did not carry (or carried as unavailable) while the target held"

@@ -1,19 +1,30 @@
 """Routing: which source tables a sink takes, under which target name, with which columns.
 
 Applied after decoding and before ``Sink.write``, so sinks see ``event.target`` and rows that
-already have columns dropped and renamed. Routes are compiled once per source table.
+already have columns dropped and renamed. Routes are compiled once per source table. A table
+that is not taken costs nothing further (no DLQ entry, whatever its rows).
+
+Rows of a table without a primary key (no message key) follow the table's keyless policy:
+``skip`` (one log line per table, counted in ``fanout_keyless_skipped_total``) or ``append``
+(every upsert becomes a new row keyed by its source position, ``_fanout_position``; deletes,
+which cannot name a row, are skipped and counted).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Column
-from fanout.settings import RoutingSettings, TableRoute
+from fanout.events import POSITION_COLUMN, ChangeEvent, Column, Op
+from fanout.runtime.metrics import KEYLESS_SKIPPED
+from fanout.settings import KeylessPolicy, RoutingSettings, TableRoute
+
+log = logging.getLogger(__name__)
+_POSITION = Column(POSITION_COLUMN, "int64", optional=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +32,7 @@ class _Route:
     target: str
     drop: frozenset[str]
     rename: dict[str, str]
+    keyless: KeylessPolicy
 
     @property
     def reshapes(self) -> bool:
@@ -30,14 +42,21 @@ class _Route:
 class Router:
     """Maps events onto one sink's targets; ``None`` from :meth:`route` means "not taken"."""
 
-    def __init__(self, settings: RoutingSettings) -> None:
+    def __init__(self, settings: RoutingSettings, sink: str = "") -> None:
         self._settings = settings
+        self._sink = sink
         self._routes: dict[str, _Route | None] = {}
+        self._keyless_logged: set[str] = set()
 
     def route(self, event: ChangeEvent) -> ChangeEvent | None:
         route = self._route_for(event.table)
         if route is None:
             return None
+        if not event.key and event.op is not Op.TRUNCATE:
+            keyed = self._keyless(event, route)
+            if keyed is None:
+                return None
+            event = keyed
         if not route.reshapes:
             return event.with_target(route.target)
         return dataclasses.replace(
@@ -60,7 +79,27 @@ class Router:
             return None
         explicit = self._settings.tables.get(table, TableRoute())
         target = explicit.target or self._default_target(table)
-        return _Route(target=target, drop=frozenset(explicit.drop), rename=dict(explicit.rename))
+        keyless = explicit.keyless or self._settings.keyless or "skip"
+        return _Route(target, frozenset(explicit.drop), dict(explicit.rename), keyless)
+
+    def _keyless(self, event: ChangeEvent, route: _Route) -> ChangeEvent | None:
+        """The event keyed by its source position (policy append, upserts), or None."""
+        if route.keyless == "append" and event.op is Op.UPSERT and event.row is not None:
+            position = {POSITION_COLUMN: event.version}
+            return ChangeEvent(
+                event.op, event.table, position, {**event.row, **position}, event.version,
+                event.source_ts_ms, event.origin, (*event.columns, _POSITION), event.target,
+            )  # fmt: skip
+        KEYLESS_SKIPPED.labels(self._sink, event.table).inc()
+        if event.table not in self._keyless_logged:
+            self._keyless_logged.add(event.table)
+            log.warning(
+                "rows of a table without a primary key are skipped (routing.keyless: %s;"
+                " set it to append to keep them as rows keyed by source position)",
+                route.keyless,
+                extra={"sink": self._sink, "table": event.table},
+            )
+        return None
 
     def _is_taken(self, table: str) -> bool:
         include = self._settings.include

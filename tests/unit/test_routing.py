@@ -4,8 +4,9 @@ import pytest
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
+from fanout.runtime.metrics import KEYLESS_SKIPPED
 from fanout.runtime.routing import Router
-from fanout.settings import RoutingSettings, TableRoute
+from fanout.settings import ClickHouseSettings, PostgresSettings, RoutingSettings, TableRoute
 
 
 def event(table: str = "inventory.customers") -> ChangeEvent:
@@ -69,3 +70,40 @@ def test_dropping_a_key_column_is_a_mapping_error() -> None:
 def test_unknown_placeholder_in_target_format_is_rejected() -> None:
     with pytest.raises(ValueError, match="placeholder"):
         RoutingSettings(target_format="{database}_{table}")
+
+
+def keyless(op: Op = Op.UPSERT, table: str = "logs.events") -> ChangeEvent:
+    row = {"n": 7, "note": "hi"} if op is Op.UPSERT else None
+    return ChangeEvent(op, table, {}, row, 42, None, Origin("t", 0, 0), (Column("n", "int32"),))
+
+
+def test_rows_without_a_key_are_skipped_and_counted_by_default() -> None:
+    skipped = KEYLESS_SKIPPED.labels("pg", "logs.events")
+    before = skipped._value.get()
+    router = Router(PostgresSettings().routing, "pg")
+    assert router.route(keyless()) is None and router.route(keyless(Op.DELETE)) is None
+    assert skipped._value.get() == before + 2
+
+
+def test_appended_rows_are_keyed_by_their_source_position() -> None:
+    routed = Router(ClickHouseSettings().routing, "ch").route(keyless())
+    assert routed is not None
+    assert routed.key == {"_fanout_position": 42}
+    assert routed.row == {"n": 7, "note": "hi", "_fanout_position": 42}
+    assert routed.columns[-1] == Column("_fanout_position", "int64", optional=False)
+    # A delete cannot name the row it removed: skipped, even when appending.
+    assert Router(ClickHouseSettings().routing, "ch").route(keyless(Op.DELETE)) is None
+
+
+def test_the_keyless_policy_is_set_per_table_and_excluded_tables_are_not_counted() -> None:
+    routing = RoutingSettings(
+        keyless="skip",
+        exclude=["audit.*"],
+        tables={"logs.events": TableRoute(keyless="append")},
+    )
+    router = Router(routing, "pg")
+    assert router.route(keyless()) is not None
+    counter = KEYLESS_SKIPPED.labels("pg", "audit.trail")
+    before = counter._value.get()
+    assert router.route(keyless(table="audit.trail")) is None
+    assert counter._value.get() == before
