@@ -26,9 +26,11 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
+from fanout import settings_file
 from fanout.errors import ConfigError
 
 SINK_NAMES = ("postgres", "elasticsearch", "clickhouse")
@@ -339,16 +341,20 @@ class Settings(BaseSettings):
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load settings from ``path`` (or ``$FANOUT_CONFIG``) and the environment.
 
-    Raises ConfigError naming the first offending key, e.g. ``sinks.postgres.port``.
+    Raises ConfigError with one line per problem naming where it is (file and line, or the env
+    var), the key path and what is wrong: ``fanout.yaml:12: sinks.postgres.port: …``.
     """
     yaml_path = Path(path) if path else _env_config_path()
-    if yaml_path is not None and not yaml_path.is_file():
-        raise ConfigError(f"--config: file not found: {yaml_path}")
+    file = None
+    if yaml_path is not None:
+        file = settings_file.read(yaml_path, "--config" if path else "FANOUT_CONFIG")
     loader = type("_Settings", (Settings,), {"yaml_path": yaml_path})
     try:
         settings: Settings = loader(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(settings_file.describe(exc, file, Settings)) from None
+    except SettingsError as exc:  # an env var that is not the JSON its key takes
+        raise ConfigError(settings_file.describe_env_parsing(Settings, exc)) from None
     return settings
 
 
@@ -360,11 +366,3 @@ def require_subscription(settings: Settings) -> None:
 def _env_config_path() -> Path | None:
     value = os.environ.get("FANOUT_CONFIG")
     return Path(value) if value else None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"]) or "<root>"
-        lines.append(f"{key}: {error['msg']}")
-    return "invalid configuration: " + "; ".join(lines)
