@@ -40,6 +40,33 @@ VersionSource = Literal["auto", "lsn", "binlog", "ts_ms"]
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _secret_files(self) -> Any:
+        """A secret ``x`` may come from the file ``x_file`` names (a mounted Kubernetes Secret),
+        read once at start, one trailing newline dropped; setting both is an error."""
+        for name, value in list(self):
+            if not name.endswith("_file") or value is None:
+                continue
+            secret = name.removesuffix("_file")
+            if getattr(self, secret, None) is not None:
+                raise ValueError(f"{secret} and {name} are both set; set one of them")
+            setattr(self, secret, SecretStr(read_secret_file(value, name)))
+        return self
+
+
+def read_secret_file(path: str, key: str) -> str:
+    """The secret in ``path`` (setting ``key``), without its trailing newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{key}: {path} is not UTF-8 text") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"{key}: {path} is empty")
+    return text
+
 
 class BatchSettings(_Section):
     """A batch closes at whichever limit comes first."""
@@ -129,10 +156,15 @@ class PostgresSettings(TombstoneSinkSettings):
     port: int = Field(5432, gt=0, lt=65536)
     user: str = "fanout"
     password: SecretStr | None = None
+    password_file: str | None = None  # the password read from this file (a mounted Secret)
     dbname: str = "fanout"
     db_schema: str = Field("public", alias="schema")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    sslrootcert: str | None = None
+    sslrootcert: str | None = None  # CA file the server's certificate is checked against
+    sslcert: str | None = None  # client certificate (PEM), with sslkey
+    sslkey: str | None = None
+    sslpassword: SecretStr | None = None  # the client key's passphrase, if it has one
+    sslpassword_file: str | None = None
     connect_timeout_s: int = Field(10, gt=0)
     application_name: str = "fanout"
 
@@ -149,8 +181,11 @@ class PostgresSettings(TombstoneSinkSettings):
         }
         if self.password is not None:
             info["password"] = self.password.get_secret_value()
-        if self.sslrootcert:
-            info["sslrootcert"] = self.sslrootcert
+        for name in ("sslrootcert", "sslcert", "sslkey"):
+            if getattr(self, name):
+                info[name] = getattr(self, name)
+        if self.sslpassword is not None:
+            info["sslpassword"] = self.sslpassword.get_secret_value()
         return info
 
 
@@ -158,7 +193,9 @@ class ElasticsearchSettings(TombstoneSinkSettings):
     hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     username: str | None = None
     password: SecretStr | None = None
+    password_file: str | None = None
     api_key: SecretStr | None = None
+    api_key_file: str | None = None
     ca_certs: str | None = None
     verify_certs: bool = True
     request_timeout_s: float = Field(30.0, gt=0)
@@ -188,6 +225,7 @@ class ClickHouseSettings(SinkSettings):
     port: int = Field(8123, gt=0, lt=65536)
     username: str = "default"
     password: SecretStr | None = None
+    password_file: str | None = None
     database: str = "default"
     secure: bool = False
     ca_cert: str | None = None
@@ -229,13 +267,21 @@ class KafkaSettings(_Section):
     dlq_prefix: str = "fanout.dlq"
     client_id: str = "fanout"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_ca_location: str | None = None
-    ssl_certificate_location: str | None = None
+    sasl_password_file: str | None = None  # the password read from this file (a mounted Secret)
+    # OAUTHBEARER through OIDC client credentials: librdkafka fetches and refreshes the token.
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_client_secret_file: str | None = None
+    oauth_token_endpoint_url: str | None = None
+    oauth_scope: str | None = None
+    ssl_ca_location: str | None = None  # CA (PEM) the brokers' certificates are checked against
+    ssl_certificate_location: str | None = None  # client certificate (PEM), mutual TLS
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
+    ssl_key_password_file: str | None = None
     session_timeout_ms: int = Field(45_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
     # Static group membership (librdkafka group.instance.id): a restarted member with the same
@@ -256,6 +302,29 @@ class KafkaSettings(_Section):
     # topic glob -> the connector's unavailable.value.placeholder (unchanged TOASTed values);
     # topics no glob matches use Debezium's default, __debezium_unavailable_value.
     unavailable_value_placeholders: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        """SASL settings that cannot work together fail at start, naming what is missing."""
+        if {"sasl.mechanism", "sasl.mechanisms", "sasl.password"} & set(self.extra):
+            return self  # raw librdkafka settings (kafka.extra) take over
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}; "
+                "use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+            if not self.sasl_username:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username")
+            if self.sasl_password is None and self.sasl_password_file is None:
+                raise ValueError(
+                    f"sasl_mechanism {self.sasl_mechanism} needs sasl_password or "
+                    "sasl_password_file (or env FANOUT_KAFKA__SASL_PASSWORD)"
+                )
+        return self
 
     @field_validator("topic_pattern")
     @classmethod
@@ -278,11 +347,17 @@ class KafkaSettings(_Section):
             "sasl.mechanism": self.sasl_mechanism,
             "sasl.username": self.sasl_username,
             "sasl.password": self.sasl_password,
+            "sasl.oauthbearer.client.id": self.oauth_client_id,
+            "sasl.oauthbearer.client.secret": self.oauth_client_secret,
+            "sasl.oauthbearer.token.endpoint.url": self.oauth_token_endpoint_url,
+            "sasl.oauthbearer.scope": self.oauth_scope,
             "ssl.ca.location": self.ssl_ca_location,
             "ssl.certificate.location": self.ssl_certificate_location,
             "ssl.key.location": self.ssl_key_location,
             "ssl.key.password": self.ssl_key_password,
         }
+        if self.sasl_mechanism == "OAUTHBEARER" and self.oauth_token_endpoint_url:
+            conf["sasl.oauthbearer.method"] = "oidc"
         for key, value in optional.items():
             if isinstance(value, SecretStr):
                 conf[key] = value.get_secret_value()

@@ -78,7 +78,8 @@ def test_kafka_passthrough_settings_reach_librdkafka(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "kafka:\n  security_protocol: SASL_SSL\n  sasl_mechanism: SCRAM-SHA-512\n"
-        "  sasl_username: svc\n  ssl_ca_location: /ca.pem\n  extra: {fetch.max.bytes: 1048576}\n",
+        "  sasl_username: svc\n  sasl_password: pw\n  ssl_ca_location: /ca.pem\n"
+        "  extra: {fetch.max.bytes: 1048576}\n",
     )
     conf = load_settings(path).kafka.client_config()
     assert conf["security.protocol"] == "SASL_SSL"
