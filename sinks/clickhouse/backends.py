@@ -50,10 +50,16 @@ class Backend:
             self.client.command(sql, parameters=dict(parameters or {}))
 
     def query_rows(
-        self, sql: str, parameters: Mapping[str, Any] | None = None
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        column_formats: Mapping[str, str] | None = None,
     ) -> list[tuple[Any, ...]]:
+        """Rows of a query; ``column_formats`` as clickhouse-connect's (``{"c": "bytes"}``)."""
         with mapped_errors():
-            result = self.client.query(sql, parameters=dict(parameters or {}))
+            result = self.client.query(
+                sql, parameters=dict(parameters or {}), column_formats=dict(column_formats or {})
+            )
         return [tuple(row) for row in result.result_rows]
 
     def insert_columns(

@@ -24,6 +24,7 @@ from typing import ClassVar
 
 from fanout.errors import MappingError, PermanentError, RetryableError
 from fanout.events import ChangeEvent
+from fanout.runtime.metrics import COLUMNS_UNKNOWN
 from fanout.settings import ClickHouseSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
@@ -32,7 +33,13 @@ from sinks.clickhouse.check import CheckedEvents, check_events
 from sinks.clickhouse.errors import classify, clickhouse_code
 from sinks.clickhouse.schema import Catalog, TableSchema
 from sinks.clickhouse.types import NAMES, low_cardinality_columns
-from sinks.clickhouse.write import build_insert, deduplication_token
+from sinks.clickhouse.write import (
+    Carried,
+    build_insert,
+    deduplication_token,
+    partial_rows,
+    read_stored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ class ClickHouseSink(BatchSink[bool, Table]):
         self.settings = settings
         self._backend: Backend | None = None
         self._catalog: Catalog | None = None
+        self._watermarks: dict[str, int] = {}  # the stored truncate versions, read this write
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -103,7 +111,8 @@ class ClickHouseSink(BatchSink[bool, Table]):
         return classify(exc)
 
     def truncate_watermarks(self, targets: list[str]) -> dict[str, int]:
-        return self.catalog.watermarks(targets)
+        self._watermarks = self.catalog.watermarks(targets)
+        return self._watermarks
 
     def prepare(
         self, target: str, changes: list[ChangeEvent], failures: Failures
@@ -169,7 +178,7 @@ class ClickHouseSink(BatchSink[bool, Table]):
         rows = [event for event, _ in batch.newest]
         table = batch.context
         try:
-            self._insert_rows(batch, rows, table, failures)
+            unknown = self._insert_rows(batch, rows, table, failures)
         except PermanentError as exc:
             if clickhouse_code(exc) not in _SCHEMA_CHANGED_CODES:
                 raise
@@ -183,8 +192,10 @@ class ClickHouseSink(BatchSink[bool, Table]):
             for event, problem in checked.rejected:
                 failures.reject(event, _mapping_error(event, problem))
             rows = checked.valid
-            self._insert_rows(batch, rows, Table(schema, checked.present), failures)
+            unknown = self._insert_rows(batch, rows, Table(schema, checked.present), failures)
         batch.applied.update(event.op for event in rows)
+        if unknown:
+            COLUMNS_UNKNOWN.labels(self.name, batch.target).inc(unknown)
 
     def _insert_rows(
         self,
@@ -192,10 +203,12 @@ class ClickHouseSink(BatchSink[bool, Table]):
         rows: list[ChangeEvent],
         table: Table,
         failures: Failures,
-    ) -> None:
+    ) -> int:
+        """Insert ``rows``; returns how many columns of them no stored row could complete."""
         if not rows or table.schema is None:
-            return
-        insert = build_insert(rows, table.schema, table.present)
+            return 0
+        carried = self._carry_forward(batch, rows, table.schema, table.present)
+        insert = build_insert(rows, table.schema, table.present, carried)
         token = deduplication_token(batch.target, batch.events, insert)
         self.backend.insert_columns(
             batch.target,
@@ -204,6 +217,22 @@ class ClickHouseSink(BatchSink[bool, Table]):
             insert.column_types,
             {"insert_deduplication_token": token},
         )
+        return 0 if carried is None else carried.unknown
+
+    def _carry_forward(
+        self,
+        batch: TargetBatch[bool, Table],
+        rows: list[ChangeEvent],
+        schema: TableSchema,
+        present: set[str],
+    ) -> Carried | None:
+        """The stored values of the columns partial rows lack (None when every row is whole:
+        then nothing is read)."""
+        partial = partial_rows(rows, schema, present)
+        if partial is None:
+            return None
+        watermark = max(self._watermarks.get(batch.target, 0), batch.truncate_version or 0)
+        return read_stored(self.backend, batch.target, schema, rows, partial, watermark)
 
 
 def _mapping_error(event: ChangeEvent, reason: str) -> MappingError:

@@ -2,20 +2,38 @@
 
 ``build_insert`` lays the rows out column by column, with the ``_fanout_*`` columns, and
 ``deduplication_token`` names the insert the same way every time the same batch comes again.
+
+Partial rows: a ClickHouse row is written whole, so an upsert that lacks some of the table's
+data columns (an unchanged TOASTed value Debezium did not send, a column the source no longer
+has) would set them to their defaults. ``partial_rows`` finds such rows (a length check per row;
+only rows shorter than the table are looked at), ``read_stored`` reads the current values of
+their keys (one ``SELECT … FINAL`` per target and batch) and ``build_insert`` takes those values
+for the columns each row lacks. A key with no current row leaves its columns at NULL or the
+column's default, counted (``Carried.unknown``).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
-from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+import uuid
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.datatypes.base import ClickHouseType
 
 from fanout.events import ChangeEvent, Op
+from sinks.clickhouse.backends import Backend
 from sinks.clickhouse.schema import DELETED, SOURCE_TS, VERSION, TableSchema
-from sinks.clickhouse.types import TableColumn, converter_for, driver_type, zero_for
+from sinks.clickhouse.types import (
+    Converter,
+    TableColumn,
+    converter_for,
+    driver_type,
+    quote_identifier,
+    zero_for,
+)
 
 _META_TYPES = ((VERSION, "UInt64"), (DELETED, "UInt8"), (SOURCE_TS, "Int64"))
 
@@ -28,15 +46,137 @@ class Insert:
     rows: int
 
 
-def build_insert(
+@dataclass(slots=True)
+class Partial:
+    """The upserts of an insert that lack data columns of the table."""
+
+    missing: dict[int, tuple[str, ...]]  # index of the row -> the data columns it lacks
+    columns: tuple[str, ...]  # every column some row lacks, in table order
+
+
+@dataclass(slots=True)
+class Carried:
+    """Stored values for the columns partial rows lack, and what no stored row could give."""
+
+    values: dict[int, dict[str, Any]] = field(default_factory=dict)  # row index -> column -> value
+    columns: frozenset[str] = frozenset()  # every column some row lacks
+    unknown: int = 0  # (row, column) pairs left NULL/default: the key had no current row
+
+
+def partial_rows(
     events: Sequence[ChangeEvent], schema: TableSchema, present: Collection[str]
+) -> Partial | None:
+    """The upserts that lack some of the table's data columns (key columns come from the key),
+    or None when every row is whole.
+
+    A row is looked at only when it has fewer values than the table has columns, unless some
+    row of the batch carries a name the table does not have (a NULL of a never-typed column),
+    which would make a shorter row look whole.
+    """
+    columns = schema.columns
+    width = len(columns)
+    exact = not all(name in columns for name in present)
+    candidates = [
+        index
+        for index, event in enumerate(events)
+        if event.row is not None and (exact or len(event.row) < width)
+    ]
+    if not candidates:
+        return None
+    key = schema.key
+    data = [name for name in columns if name not in key]
+    missing: dict[int, tuple[str, ...]] = {}
+    for index in candidates:
+        row = events[index].row
+        assert row is not None
+        lacks = tuple(name for name in data if name not in row)
+        if lacks:
+            missing[index] = lacks
+    if not missing:
+        return None
+    union = set().union(*missing.values())
+    return Partial(missing, tuple(name for name in data if name in union))
+
+
+def read_stored(
+    backend: Backend,
+    target: str,
+    schema: TableSchema,
+    events: Sequence[ChangeEvent],
+    partial: Partial,
+    watermark: int,
+) -> Carried:
+    """The current values of the columns ``partial``'s rows lack, read in one query.
+
+    Current means what the ``<target>_current`` view shows: the newest version of the key, not
+    a delete, not older than the target's truncate ``watermark``. Keys and the watermark are
+    bound as query parameters. String columns are read as bytes, so a value goes back into the
+    table byte for byte (the driver would turn text that is not UTF-8 into hex).
+    """
+    key = [schema.columns[name] for name in schema.key]
+    wanted = [schema.columns[name] for name in partial.columns]
+    # the key of each partial row as the insert writes it, and one spelling to match it by
+    written = {
+        index: tuple(_insert_form(column, events[index].key[column.name]) for column in key)
+        for index in partial.missing
+    }
+    distinct = {_comparable(ident): ident for ident in written.values()}
+    if len(key) == 1:
+        (only,) = key
+        match = f"{quote_identifier(only.name)} IN {{keys:Array({_param_type(only)})}}"
+        bound: list[Any] = [_bind_form(ident[0]) for ident in distinct.values()]
+    else:
+        names = ", ".join(quote_identifier(column.name) for column in key)
+        types = ", ".join(_param_type(column) for column in key)
+        match = f"({names}) IN {{keys:Array(Tuple({types}))}}"
+        bound = [tuple(map(_bind_form, ident)) for ident in distinct.values()]
+    selected = [*key, *wanted]
+    sql = (
+        f"SELECT {', '.join(quote_identifier(column.name) for column in selected)} "
+        f"FROM {quote_identifier(target)} FINAL "
+        f"WHERE {quote_identifier(DELETED)} = 0 AND {quote_identifier(VERSION)} >= {{w:UInt64}} "
+        f"AND {match}"
+    )
+    formats = {column.name: "bytes" for column in selected if _is_text(column)}
+    width = len(key)
+    stored = {
+        _comparable(values[:width]): values[width:]
+        for values in backend.query_rows(sql, {"keys": bound, "w": watermark}, formats)
+    }
+    carried = Carried(columns=frozenset(partial.columns))
+    position = {name: offset for offset, name in enumerate(partial.columns)}
+    for index, lacks in partial.missing.items():
+        values = stored.get(_comparable(written[index]))
+        if values is None:
+            carried.unknown += len(lacks)
+        else:
+            carried.values[index] = {name: values[position[name]] for name in lacks}
+    return carried
+
+
+def build_insert(
+    events: Sequence[ChangeEvent],
+    schema: TableSchema,
+    present: Collection[str],
+    carried: Carried | None = None,
 ) -> Insert:
-    """Columnar data for one insert: key columns, carried columns, then ``_fanout_*``."""
-    others = [n for n in schema.columns if n in present and n not in schema.key]
-    names = list(schema.key) + others
-    columns = [_key_values(events, schema.columns[name]) for name in schema.key]
+    """Columnar data for one insert: key columns, carried columns, then ``_fanout_*``.
+
+    With ``carried`` (some rows lack columns) every column of the table is written, the
+    columns a row lacks taken from ``carried`` (NULL or the default where it has nothing)."""
+    key = schema.key
+    if carried is None:
+        others = [n for n in schema.columns if n in present and n not in key]
+    else:
+        others = [n for n in schema.columns if n not in key]
+    names = list(key) + others
+    columns = [_key_values(events, schema.columns[name]) for name in key]
     sources = [event.key if event.row is None else event.row for event in events]
-    columns.extend(_column_values(sources, schema.columns[name]) for name in others)
+    for name in others:
+        if carried is not None and name in carried.columns:
+            columns.append(_carried_values(sources, schema.columns[name], carried.values))
+        else:
+            columns.append(_column_values(sources, schema.columns[name]))
     types = [driver_type(schema.columns[name].ch_type) for name in names]
     columns.append([event.version for event in events])
     columns.append([1 if event.op is Op.DELETE else 0 for event in events])
@@ -58,6 +198,116 @@ def _column_values(sources: list[dict[str, Any]], column: TableColumn) -> list[A
     if convert is None:
         return [zero if (value := source.get(name)) is None else value for source in sources]
     return [zero if (value := source.get(name)) is None else convert(value) for source in sources]
+
+
+def _carried_values(
+    sources: list[dict[str, Any]], column: TableColumn, stored: Mapping[int, dict[str, Any]]
+) -> list[Any]:
+    """A column some rows lack: the row's own value where it has one, else the stored value
+    (read in the table's form), else NULL or the column's default."""
+    name, convert = column.name, converter_for(column)
+    text = _is_text(column)  # stored values are bytes: the column's values must all be
+    zero = _as_bytes(zero_for(column)) if text else zero_for(column)
+    restore = _restorer(column)
+    values: list[Any] = []
+    append = values.append
+    for index, source in enumerate(sources):
+        if name in source:
+            value = source[name]
+            if value is None:
+                append(zero)
+                continue
+            if convert is not None:
+                value = convert(value)
+            append(_as_bytes(value) if text else value)
+            continue
+        held = stored.get(index)
+        value = None if held is None else held[name]
+        if value is None:
+            append(zero)
+        else:
+            append(value if restore is None else restore(value))
+    return values
+
+
+def _restorer(column: TableColumn) -> Converter | None:
+    """What a value read back needs before it is written again: a datetime reads back naive
+    (UTC), and the driver would take a naive datetime as local time."""
+    if column.kind == "datetime":
+        return _utc
+    if column.kind == "array" and column.item_kind == "datetime":
+        return _utc_items
+    return None
+
+
+def _utc(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _utc_items(values: Any) -> Any:
+    return [_utc(value) for value in values]
+
+
+# ---- stored rows of partial keys ----------------------------------------------------------
+
+
+def _insert_form(column: TableColumn, value: Any) -> Any:
+    """A key value as the insert writes it."""
+    convert = converter_for(column)
+    return value if convert is None or value is None else convert(value)
+
+
+def _comparable(values: Iterable[Any]) -> tuple[Any, ...]:
+    """One spelling per key value, from an event (as inserted) or read back from the table."""
+    return tuple(_comparable_value(value) for value in values)
+
+
+def _comparable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, uuid.UUID):
+        return str(value).encode()
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)  # read back as naive UTC
+    if isinstance(value, list | tuple):
+        return tuple(map(_comparable_value, value))
+    return value
+
+
+def _bind_form(value: Any) -> Any:
+    """A key value as a query parameter (the driver would format a datetime to the second)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value
+
+
+def _as_bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):
+        return [_as_bytes(item) for item in value]
+    return value
+
+
+def _param_type(column: TableColumn) -> str:
+    ch_type = column.ch_type
+    if ch_type.startswith("LowCardinality(") and ch_type.endswith(")"):
+        return ch_type[len("LowCardinality(") : -1]
+    return ch_type
+
+
+def _is_text(column: TableColumn) -> bool:
+    """A String column or an Array of them (Nullable or LowCardinality)."""
+    inner = _param_type(column)
+    if inner.startswith("Nullable(") and inner.endswith(")"):
+        inner = inner[len("Nullable(") : -1]
+    return inner in ("String", "Array(String)", "Array(Nullable(String))")
 
 
 def deduplication_token(target: str, events: Iterable[ChangeEvent], insert: Insert) -> str:
