@@ -35,6 +35,7 @@ from fanout.events import ChangeEvent, Op
 from fanout.settings import ElasticsearchSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
+from sinks.elasticsearch.carry import carry_forward
 from sinks.elasticsearch.errors import classify, mapped_errors
 from sinks.elasticsearch.schema import Indices, check_index_names
 from sinks.elasticsearch.types import bulk_lines, document_id
@@ -146,7 +147,9 @@ class ElasticsearchSink(BatchSink[str, Index]):
         entries = self._entries(batches, failures)
         if not entries:
             return
+        carried = carry_forward(self._client, self.indices.physical, entries)
         report = self.bulk.write(entries)
+        carried.count(report.applied)
         self._catch_up_truncates(batches)
         for entry, error in report.rejected:
             failures.reject(entry.event, error)
