@@ -40,6 +40,7 @@ class SourcePostgres(Postgres):
     user, password, dbname = SOURCE_USER, SOURCE_PASSWORD, SOURCE_DB
     role_options = "LOGIN REPLICATION"
     conf_templates = ("devstack.conf", "source.conf")
+    tls_user = None  # the sink's cluster is the one with TLS
 
     def probe(self) -> str:
         version = super().probe()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import probes, procs
+from . import probes, procs, tls
 from .cdc import CDC_SERVICES, SOURCE_DB, SOURCE_PASSWORD, SOURCE_USER, Connect, SourcePostgres
 from .context import HOST, Context, DevstackError
 from .services import PG_DB, PG_PASSWORD, PG_USER, Kafka, Service
@@ -152,10 +152,17 @@ def start(svc: Service) -> str:
 
 def up_one(svc: Service) -> str:
     t0 = time.monotonic()
+    if reason := svc.outdated():
+        svc.ctx.log(f"{svc.name}: restarting, {reason} (its data is kept)")
+        leader = procs.read_pidfile(svc.pidfile)
+        procs.stop(svc.dir, leader, svc.stop_signal, svc.stop_timeout)
+        svc.pidfile.unlink(missing_ok=True)
     version = adopt(svc)
     if version is not None:
+        svc.after_up()
         return f"{svc.name:<14} already up  {HOST}:{svc.port:<5}  {version}"
     version = start(svc)
+    svc.after_up()
     took = time.monotonic() - t0
     return f"{svc.name:<14} started     {HOST}:{svc.port:<5}  {version}  ({took:.1f}s)"
 
@@ -249,6 +256,8 @@ def cmd_status(ctx: Context) -> int:
             version = svc.probe()
             where = f"pid {pid}" if ours else "NOT started by this checkout's devstack"
             print(f"{svc.name:<14} up    {HOST}:{svc.port:<5}  {version}  ({where})")
+            for line in svc.details():
+                print(line)
         except probes.NotReady as exc:
             down += 1
             state = f"pid {pid} runs but does not answer" if ours else "not running"
@@ -256,8 +265,25 @@ def cmd_status(ctx: Context) -> int:
     return 1 if down else 0
 
 
-def cmd_env() -> int:
-    for key, value in ENV.items():
+def secured_env(ctx: Context) -> dict[str, str]:
+    """The secured endpoints (Kafka SASL_SSL, PostgreSQL over TLS): for tests and by hand, not
+    FANOUT_* settings, so `eval "$(scripts/devstack env)"` keeps the plain ones."""
+    ca = str(tls.certs_of(ctx).ca)
+    return {
+        "DEVSTACK_TLS_CA": ca,
+        "DEVSTACK_KAFKA_SASL_BOOTSTRAP_SERVERS": f"{HOST}:{tls.KAFKA_SASL_PORT}",
+        "DEVSTACK_KAFKA_SASL_SECURITY_PROTOCOL": "SASL_SSL",
+        "DEVSTACK_KAFKA_SASL_MECHANISM": tls.KAFKA_SASL_MECHANISM,
+        "DEVSTACK_KAFKA_SASL_USERNAME": tls.KAFKA_SASL_USER,
+        "DEVSTACK_KAFKA_SASL_PASSWORD": tls.KAFKA_SASL_PASSWORD,
+        "DEVSTACK_PG_TLS_USER": tls.PG_TLS_USER,
+        "DEVSTACK_PG_TLS_PASSWORD": tls.PG_TLS_PASSWORD,
+        "DEVSTACK_PG_TLS_SSLMODE": "verify-full",
+    }
+
+
+def cmd_env(ctx: Context) -> int:
+    for key, value in {**ENV, **secured_env(ctx)}.items():
         print(f"export {key}='{value}'")
     return 0
 
@@ -324,7 +350,7 @@ def main(repo: Path) -> int:
             svc = next(c(ctx) for c in SERVICES if c.name == args.service)
             print(procs.log_tail(svc.main_log, args.n))
             return 0
-        return cmd_env()
+        return cmd_env(ctx)
     except DevstackError as exc:
         print(f"devstack: {exc}", file=sys.stderr)
         return 1

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 
 class NotReady(Exception):
@@ -136,3 +138,19 @@ def kafka(host: str, port: int, timeout: float = 3.0) -> KafkaCluster:
     if not cluster.brokers or cluster.controller_id < 0:
         raise NotReady("kafka: no broker registered / no active controller yet")
     return cluster
+
+
+def kafka_tls(host: str, port: int, cafile: Path, timeout: float = 3.0) -> int:
+    """A TLS listener (SSL or SASL_SSL): the handshake verified against ``cafile`` (certificate
+    chain and host name), then ApiVersions, which a broker answers before any SASL login.
+    Returns how many APIs the broker lists."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            sock.settimeout(timeout)
+            return len(_api_versions(sock))
+    except (OSError, struct.error) as exc:  # ssl.SSLError is an OSError
+        raise NotReady(f"kafka {host}:{port} (TLS): {exc}") from exc

@@ -5,17 +5,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import zipfile
 from pathlib import Path
 
-from . import probes
+from . import probes, procs, tls
 from .context import (
     HOST,
     Context,
@@ -78,6 +80,19 @@ class Service:
     def bootstrap(self) -> None:
         """After the first successful probe of a freshly started process."""
 
+    def outdated(self) -> str | None:
+        """Why the running process must be restarted to take this tree's configuration (None:
+        it need not, or none runs)."""
+        return None
+
+    def after_up(self) -> None:
+        """Once the service answers, started or adopted: what the tree adds to a running service
+        (users, roles, reloaded settings), idempotent."""
+
+    def details(self) -> list[str]:
+        """Extra lines for `status` (other listeners), probing each."""
+        return []
+
 
 def maven_copy_dependencies(ctx: Context, pom: Path, props: dict[str, str], dest: Path) -> None:
     """Copy the runtime dependencies of `pom` into `dest`, marked `.complete` once whole.
@@ -112,7 +127,7 @@ def maven_copy_dependencies(ctx: Context, pom: Path, props: dict[str, str], dest
 class Kafka(Service):
     name = "kafka"
     port = 9092
-    extra_ports = (9093,)
+    extra_ports = (9093, tls.KAFKA_SASL_PORT)
     start_timeout = 90.0
 
     @property
@@ -146,7 +161,14 @@ class Kafka(Service):
         conf = self.dir / "config"
         conf.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
-        values = {"DATA": self.dir / "data", "LOGS": self.dir / "logs", "HOST": HOST}
+        values = {
+            "DATA": self.dir / "data",
+            "LOGS": self.dir / "logs",
+            "HOST": HOST,
+            "SASL_PORT": tls.KAFKA_SASL_PORT,
+            "KEYSTORE": tls.certs_of(self.ctx).keystore,
+            "KEYSTORE_PASSWORD": tls.KEYSTORE_PASSWORD,
+        }
         for name in ("server.properties", "log4j2.properties", "tools-log4j2.properties"):
             text = (HERE / "kafka" / name).read_text()
             for key, value in values.items():
@@ -155,6 +177,7 @@ class Kafka(Service):
         return conf
 
     def launch(self) -> Launch:
+        tls.ensure(self.ctx)
         conf = self.write_config()
         if not (self.dir / "data" / "meta.properties").exists():
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -179,6 +202,53 @@ class Kafka(Service):
     def probe(self) -> str:
         cluster = probes.kafka(HOST, self.port)
         return f"{self._reported_version()} (cluster {cluster.cluster_id})"
+
+    def outdated(self) -> str | None:
+        leader = procs.read_pidfile(self.pidfile)
+        if leader is None or not procs.is_ours(leader, self.dir):
+            return None
+        if not procs.port_owner(tls.KAFKA_SASL_PORT)[1]:
+            # A broker started before the listener was added: a restart reads the new
+            # server.properties; the data (KRaft metadata, topics, offsets) is kept as is.
+            return f"it has no SASL_SSL listener on {HOST}:{tls.KAFKA_SASL_PORT} yet"
+        return None
+
+    def after_up(self) -> None:
+        """The SCRAM user of the SASL_SSL listener, created through the plain listener with
+        Kafka's own kafka-configs (KRaft keeps it in the metadata log), then the listener
+        checked: a TLS handshake verified against the devstack CA and an ApiVersions answer."""
+        certs = tls.ensure(self.ctx)
+        stamp = self.dir / "data" / f".scram-{tls.KAFKA_SASL_USER}"
+        wanted = hashlib.sha256(tls.KAFKA_SASL_PASSWORD.encode()).hexdigest()
+        if not stamp.exists() or stamp.read_text().strip() != wanted:
+            self.ctx.log(f"kafka: SCRAM-SHA-512 user {tls.KAFKA_SASL_USER!r} (kafka-configs)")
+            scram = f"SCRAM-SHA-512=[iterations=8192,password={tls.KAFKA_SASL_PASSWORD}]"
+            args = ["--bootstrap-server", f"{HOST}:{self.port}", "--alter", "--add-config"]
+            args += [scram, "--entity-type", "users", "--entity-name", tls.KAFKA_SASL_USER]
+            run(self.cli("kafka.admin.ConfigCommand", args), "kafka-configs (SCRAM user)")
+            stamp.write_text(wanted + "\n")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                probes.kafka_tls(HOST, tls.KAFKA_SASL_PORT, certs.ca)
+                return
+            except probes.NotReady as exc:
+                if time.monotonic() > deadline:
+                    raise DevstackError(
+                        f"kafka: the SASL_SSL listener does not answer: {exc}"
+                    ) from None
+            time.sleep(0.5)
+
+    def details(self) -> list[str]:
+        where = f"{HOST}:{tls.KAFKA_SASL_PORT}"
+        try:
+            probes.kafka_tls(HOST, tls.KAFKA_SASL_PORT, tls.certs_of(self.ctx).ca)
+        except probes.NotReady as exc:
+            return [f"  SASL_SSL      down  {where:<15} {exc}"]
+        return [
+            f"  SASL_SSL      up    {where:<15} {tls.KAFKA_SASL_MECHANISM} user "
+            f"{tls.KAFKA_SASL_USER}, TLS by {tls.certs_of(self.ctx).ca}"
+        ]
 
     def _reported_version(self) -> str:
         try:
@@ -308,6 +378,9 @@ class Postgres(Service):
     user, password, dbname = PG_USER, PG_PASSWORD, PG_DB
     role_options = "LOGIN CREATEDB"
     conf_templates: tuple[str, ...] = ("devstack.conf",)  # in scripts/devstack.d/postgres/
+    # TLS (tls.conf, the devstack CA's server certificate) and a role that may log in over TLS
+    # only, with a SCRAM password; None: plain connections only.
+    tls_user: str | None = tls.PG_TLS_USER
 
     @property
     def data(self) -> Path:
@@ -373,12 +446,7 @@ class Postgres(Service):
             except subprocess.CalledProcessError as exc:
                 raise DevstackError(f"initdb failed:\n{exc.stdout}\n{exc.stderr}") from exc
         self.socket_dir.mkdir(parents=True, exist_ok=True)
-        text = "".join((HERE / "postgres" / name).read_text() for name in self.conf_templates)
-        (self.data / "devstack.conf").write_text(
-            text.replace("@HOST@", HOST)
-            .replace("@PORT@", str(self.port))
-            .replace("@SOCKET_DIR@", str(self.socket_dir))
-        )
+        self._write_conf()
         give_to_service_user(self.ctx, self.dir)
         give_to_service_user(self.ctx, self.socket_dir)
         return Launch(
@@ -388,6 +456,109 @@ class Postgres(Service):
             {"HOME": str(self.dir)},
             self.ctx.run_user,
         )
+
+    def _write_conf(self) -> bool:
+        """devstack.conf, and with TLS the server certificate and key and the pg_hba.conf lines
+        of the TLS role; whether any file changed (a running server then reloads)."""
+        templates = [*self.conf_templates, *(["tls.conf"] if self.tls_user else [])]
+        text = "".join((HERE / "postgres" / name).read_text() for name in templates)
+        files = {
+            "devstack.conf": text.replace("@HOST@", HOST)
+            .replace("@PORT@", str(self.port))
+            .replace("@SOCKET_DIR@", str(self.socket_dir))
+            .replace("@TLS_USER@", self.tls_user or "")
+        }
+        if self.tls_user:
+            certs = tls.ensure(self.ctx)
+            files["server.crt"] = certs.server_cert.read_text()
+            files["server.key"] = certs.server_key.read_text()
+            files["pg_hba.conf"] = self._hba(self.tls_user)
+        changed = False
+        for name, content in files.items():
+            path = self.data / name
+            if path.exists() and path.read_text() == content:
+                continue
+            path.write_text(content)
+            path.chmod(0o600 if name == "server.key" else 0o644 if name != "pg_hba.conf" else 0o600)
+            if self.ctx.run_user:
+                user = pwd.getpwnam(self.ctx.run_user)
+                os.chown(path, user.pw_uid, user.pw_gid)
+            changed = True
+        return changed
+
+    def _hba(self, role: str) -> str:
+        """pg_hba.conf with the TLS role's lines first (first match wins): TLS and SCRAM, or
+        nothing."""
+        marker = "# devstack tls"
+        lines = (self.data / "pg_hba.conf").read_text().splitlines(keepends=True)
+        kept = [line for line in lines if not line.rstrip("\n").endswith(marker)]
+        ours = [
+            f"hostssl all {role} {HOST}/32 scram-sha-256  {marker}\n",
+            f"host    all {role} all reject  {marker}\n",
+        ]
+        return "".join(ours + kept)
+
+    def after_up(self) -> None:
+        """With TLS: files as this tree wants them (a running server reloads: ssl and pg_hba
+        need no restart), the TLS role and its password, then one verified TLS login."""
+        if not self.tls_user:
+            return
+        if self._write_conf():
+            self.ctx.log(f"{self.name}: TLS settings written; reloading")
+            self.psql("SELECT pg_reload_conf()", admin=True)
+        self.psql(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = "
+            f"'{self.tls_user}') THEN CREATE ROLE {self.tls_user} LOGIN; END IF; END$$; "
+            f"SET password_encryption = 'scram-sha-256'; "
+            f"ALTER ROLE {self.tls_user} PASSWORD '{tls.PG_TLS_PASSWORD}'; "
+            f"GRANT {self.user} TO {self.tls_user}",
+            admin=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.tls_login()
+                return
+            except probes.NotReady as exc:
+                if time.monotonic() > deadline:
+                    raise DevstackError(
+                        f"{self.name}: no TLS login as {self.tls_user}: {exc}"
+                    ) from None
+            time.sleep(0.5)
+
+    def tls_login(self) -> str:
+        """One login as the TLS role with the server certificate verified (verify-full);
+        the TLS version it got."""
+        assert self.tls_user
+        env = {
+            **os.environ,
+            "PGPASSWORD": tls.PG_TLS_PASSWORD,
+            "PGSSLMODE": "verify-full",
+            "PGSSLROOTCERT": str(tls.certs_of(self.ctx).ca),
+            "PGCONNECT_TIMEOUT": "3",
+        }
+        sql = "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        argv = [str(self.bindir() / "psql"), "-p", str(self.port), "-h", HOST]
+        argv += ["-U", self.tls_user, "-d", self.dbname, "-XAtq", "-c", sql]
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, check=False, timeout=15
+        )
+        if proc.returncode != 0:
+            raise probes.NotReady(f"{self.name}: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc.stdout.strip()
+
+    def details(self) -> list[str]:
+        if not self.tls_user:
+            return []
+        where = f"{HOST}:{self.port}"
+        try:
+            version = self.tls_login()
+        except probes.NotReady as exc:
+            return [f"  TLS           down  {where:<15} {exc}"]
+        return [
+            f"  TLS           up    {where:<15} {version}, SCRAM user {self.tls_user} "
+            f"(hostssl only), CA {tls.certs_of(self.ctx).ca}"
+        ]
 
     def psql(self, sql: str, *, admin: bool = False) -> str:
         if admin:
