@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 # Origin and ChangeEvent are built once per record. Being frozen, their generated __init__ sets
@@ -72,7 +74,8 @@ _ORIGIN_SETTERS = _slot_setters(Origin)
 #   date -> datetime.date      time -> datetime.time (naive, microseconds)
 #   timestamp -> datetime.datetime, naive (no zone in the source; Debezium sends UTC epoch)
 #   timestamptz -> datetime.datetime, aware (UTC)
-#   json -> decoded JSON value (dict | list | str | int | float | bool | None)
+#   json -> Json (io.debezium.data.Json: the column's JSON text, below), or the JSON value as
+#           sent for structs, maps, unknown types and schemaless objects (dict | list | …)
 #   array -> list (parameter "items" names the element's logical type)
 LOGICAL_TYPES = frozenset(
     {
@@ -94,6 +97,36 @@ LOGICAL_TYPES = frozenset(
         "array",
     }
 )
+
+
+class Json:
+    """The value of a JSON column (``io.debezium.data.Json``): its JSON text, never parsed.
+
+    What the source holds reaches every sink as it is: numbers keep every digit (no float64
+    rounding), the JSON ``null`` (``Json("null")``) stays apart from SQL NULL (``None``), and
+    shapes may differ from row to row. ``text`` is one complete JSON value (the decoder checks
+    it; anything built by hand must be too), as the connector sent it — for a PostgreSQL jsonb
+    column, PostgreSQL's own output. Sinks write the text (PostgreSQL json/jsonb, a ClickHouse
+    String) or embed it in a document (Elasticsearch). Equal when the texts are equal.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Json and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash((Json, self.text))
+
+    def __repr__(self) -> str:
+        return f"Json({self.text!r})"
+
+    def value(self) -> Any:
+        """The parsed value with every number exact: integers as int, others as Decimal."""
+        return json.loads(self.text, parse_float=Decimal)
 
 
 @dataclass(frozen=True, slots=True)

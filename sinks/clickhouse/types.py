@@ -11,7 +11,6 @@ the column comment (``fanout:json``), so they survive restarts and other writers
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +21,8 @@ from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
 
 from fanout.errors import MappingError
-from fanout.events import Column
+from fanout.events import Column, Json
+from sinks.base.jsontext import stdlib_dumps
 from sinks.base.names import NameRules
 
 RESERVED_PREFIX = "_fanout"
@@ -238,11 +238,11 @@ def _type_change(existing: TableColumn, logical: str) -> str:
 # ---- values ------------------------------------------------------------------------------
 
 
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
-
-
 def _to_json(value: Any) -> str:
-    return _JSON.encode(value)
+    # A JSON column's own text (Json) is stored as it is: every digit and a JSON null kept.
+    if type(value) is Json:
+        return value.text
+    return stdlib_dumps(value, default=str)
 
 
 def _to_time(value: Any) -> str:

@@ -9,6 +9,15 @@ Package-private helper of ``sinks.elasticsearch.sink``. For a target ``T`` and p
 * ``P fanout.meta`` holds one document per truncated target, id = target,
   ``truncate_version`` written with ``external_gte``: events older than it are dropped.
 
+Mappings: the bookkeeping fields explicitly; JSON columns explicitly too, as each first shows up
+(:meth:`Indices.map_json`, ``json_mapping`` / ``json_column_mappings``: by default an object
+with ``enabled: false``, kept in ``_source`` and never indexed, so no row's shape can conflict
+with another's); everything else dynamically, with two dynamic templates (after any of the
+settings' own) so that no number is refused for its size: integers as ``long`` with
+``ignore_malformed`` (one beyond 64 bits is kept in ``_source``, left out of the index and named
+in ``_ignored``), fractions as ``double`` (Elasticsearch's default ``float`` refuses a double
+beyond 3.4e38).
+
 A target must make valid names for its index and alias: Elasticsearch refuses uppercase, spaces
 and ``\\ / * ? " < > | , # :`` anywhere, a leading ``_ - +`` (and ``.``, which marks hidden and
 system indices), and names over 255 bytes; ``T.fanout`` and ``fanout.meta`` are the sink's own.
@@ -22,7 +31,9 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch
@@ -62,6 +73,21 @@ NAMES = NameRules(
     reserved_names=frozenset({META_INDEX}),
 )
 _LEADING = ("_", "-", "+", ".")
+JSON_MAPPINGS: dict[str, dict[str, Any] | None] = {
+    "stored": {"type": "object", "enabled": False},
+    "flattened": {"type": "flattened"},
+    "dynamic": None,  # no explicit mapping: Elasticsearch's dynamic mapping decides
+}
+DYNAMIC_TEMPLATES: list[dict[str, Any]] = [
+    {
+        "fanout_integers": {
+            "match_mapping_type": "long",
+            "mapping": {"type": "long", "ignore_malformed": True},
+        }
+    },
+    {"fanout_fractions": {"match_mapping_type": "double", "mapping": {"type": "double"}}},
+]
+log = logging.getLogger(__name__)
 
 
 def check_index_names(prefix: str, target: str) -> str:
@@ -86,6 +112,7 @@ class Indices:
         self._settings = settings
         self._prefix = settings.index_prefix
         self._ready: set[str] = set()
+        self._fields: dict[str, set[str]] = {}  # per target: fields whose mapping is settled
 
     def alias(self, target: str) -> str:
         return self._prefix + target
@@ -105,32 +132,74 @@ class Indices:
         """Create the index with its alias, or make sure an existing one has both."""
         if target in self._ready:
             return
+        mappings = self.mappings()
         try:
             self._client.indices.create(
                 index=self.physical(target),
                 settings=self._settings.index_settings or None,
-                mappings=self.mappings(),
+                mappings=mappings,
                 aliases={self.alias(target): {"filter": HIDE_TOMBSTONES}},
             )
         except BadRequestError as exc:
             if exc.error != "resource_already_exists_exception":
                 raise
-            self._complete_existing(target)
+            self._fields[target] = self._complete_existing(target)
+        else:
+            self._fields[target] = set(mappings["properties"])
         self._ready.add(target)
 
     def forget(self, target: str) -> None:
         """Verify ``target`` again on next use (its alias or index went missing)."""
         self._ready.discard(target)
+        self._fields.pop(target, None)
 
     def mappings(self) -> dict[str, Any]:
         mappings = copy.deepcopy(self._settings.mappings)
         mappings["properties"] = {**mappings.get("properties", {}), **FANOUT_PROPERTIES}
+        mappings["dynamic_templates"] = [
+            *mappings.get("dynamic_templates", []),
+            *copy.deepcopy(DYNAMIC_TEMPLATES),
+        ]
         return mappings
 
-    def _complete_existing(self, target: str) -> None:
+    def _complete_existing(self, target: str) -> set[str]:
+        """Add the bookkeeping fields and the alias; the fields the index maps already."""
         index = self.physical(target)
         self._client.indices.put_mapping(index=index, properties=FANOUT_PROPERTIES)
         self._client.indices.put_alias(index=index, name=self.alias(target), filter=HIDE_TOMBSTONES)
+        found = self._client.indices.get_mapping(index=index)
+        return {
+            name
+            for mapping in found.body.values()
+            for name in mapping.get("mappings", {}).get("properties", {})
+        }
+
+    def map_json(self, target: str, columns: Iterable[str]) -> None:
+        """Map the JSON columns the target's index does not map yet (once per process each),
+        before a document carrying them is written. A field mapped otherwise meanwhile (by
+        hand, or dynamically by another writer) keeps its mapping; that is logged."""
+        settled = self._fields.setdefault(target, set())
+        for column in sorted(set(columns) - settled):
+            settled.add(column)
+            mapping = self.json_mapping(target, column)
+            if mapping is None:
+                continue
+            try:
+                self._client.indices.put_mapping(
+                    index=self.physical(target), properties={column: mapping}
+                )
+            except BadRequestError as exc:
+                log.warning(
+                    "JSON column keeps the mapping its index has",
+                    extra={"index": self.physical(target), "column": column, "error": str(exc)},
+                )
+
+    def json_mapping(self, target: str, column: str) -> dict[str, Any] | None:
+        """The mapping of a JSON column (None: dynamic), per column, else the sink's default."""
+        chosen = self._settings.json_column_mappings.get(target, {}).get(column)
+        if chosen is None:
+            chosen = self._settings.json_mapping
+        return copy.deepcopy(chosen) if isinstance(chosen, dict) else JSON_MAPPINGS[chosen]
 
     def ensure_meta(self) -> None:
         try:

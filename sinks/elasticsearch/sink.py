@@ -38,7 +38,7 @@ from sinks.base.errors import Verdict
 from sinks.elasticsearch.carry import carry_forward
 from sinks.elasticsearch.errors import classify, mapped_errors
 from sinks.elasticsearch.schema import Indices, check_index_names
-from sinks.elasticsearch.types import bulk_lines, document_id
+from sinks.elasticsearch.types import JsonColumnCache, bulk_lines, document_id
 from sinks.elasticsearch.write import BulkReport, BulkWriter, Entry
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class ElasticsearchSink(BatchSink[str, Index]):
         self._indices: Indices | None = None
         self._bulk: BulkWriter | None = None
         self._watermarks: dict[str, int] = {}  # the stored truncate versions, read this write
+        self._json_columns = JsonColumnCache()
         self.purge_interval_s = 60.0 * settings.tombstone_purge_interval_minutes
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -203,13 +204,22 @@ class ElasticsearchSink(BatchSink[str, Index]):
         now_iso = dt.datetime.now(dt.UTC).isoformat()
         entries: list[Entry] = []
         append = entries.append
+        json_columns = self._json_columns.of
         for batch in batches:
             target, alias = batch.target, batch.context.alias
+            mapped: set[str] = set()
             for event, doc_id in batch.newest:
+                found = json_columns(event)
+                if found.mapped:
+                    mapped.update(found.mapped)
                 try:
-                    append(Entry(target, event, bulk_lines(alias, doc_id, event, now_iso)))
+                    lines = bulk_lines(alias, doc_id, event, now_iso, found.nullable)
                 except MappingError as exc:  # a value without a JSON form
                     failures.reject(event, exc)
+                else:
+                    append(Entry(target, event, lines))
+            if mapped:  # JSON columns mapped before a document carries them
+                self.indices.map_json(target, mapped)
         return entries
 
     def _catch_up_truncates(self, batches: list[TargetBatch[str, Index]]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from json import dumps as json_text
 from types import NoneType
 from typing import Any, NamedTuple
 
@@ -18,8 +17,9 @@ import orjson
 from psycopg import sql
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Column, Op
+from fanout.events import ChangeEvent, Column, Json, Op
 from sinks.base.columns import infer_column
+from sinks.base.jsontext import fragment, stdlib_dumps
 from sinks.postgres import sql as q
 from sinks.postgres.schema import TableInfo
 from sinks.postgres.types import (
@@ -119,16 +119,21 @@ def _type_fits(value_type: type, column: BinaryColumn) -> bool:
 
 
 def _json_bytes(value: Any) -> bytes:
+    # A JSON column's own text (Json) goes as it is: every digit and a JSON null kept.
+    if type(value) is Json:
+        return value.text.encode("utf-8", "surrogatepass")  # PostgreSQL judges a surrogate
     try:
-        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(value, default=fragment, option=orjson.OPT_NON_STR_KEYS)
     except TypeError:  # integers beyond 64 bits: the standard library writes them
-        return json_text(value).encode()
+        return stdlib_dumps(value, separators=(", ", ": ")).encode("utf-8", "surrogatepass")
 
 
 def _json_str(value: Any) -> str:
     # JSON text into a json/jsonb column: PostgreSQL parses it while copying, and the text
     # dumper skips psycopg's per-value Jsonb wrapper.
-    return _json_bytes(value).decode()
+    if type(value) is Json:
+        return value.text
+    return _json_bytes(value).decode("utf-8", "surrogatepass")
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ Failures of the store itself (down, timeouts, 429) are in ``test_elasticsearch_s
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -264,6 +265,30 @@ def test_a_document_that_conflicts_with_the_mapping_fails_alone(
     assert set(searched(es, prefix + "items")) == {"1", "4", "5"}
 
 
+def test_a_refused_newest_event_leaves_the_older_events_of_its_key_applied(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink(mappings={"properties": {"id": {"type": "long"}, "qty": {"type": "long"}}})
+    write_all(sink, [[change(1, 1, {"qty": 1}), change(2, 1, {"qty": 1})]])
+    batch = [
+        change(1, 2, {"qty": 2}, offset=1),
+        change(1, 3, op=Op.DELETE, offset=2),
+        change(1, 4, {"qty": "not a number"}, offset=3),  # the newest of key 1: refused
+        change(2, 2, {"qty": 20}, offset=4),
+        change(2, 3, {"qty": "nan either"}, offset=5),
+        change(2, 4, {"qty": "nor this"}, offset=6),
+    ]
+    before = counted("items")
+    failures = list(sink.write(batch))
+    assert sorted(f.origin.offset for f in failures) == [3, 5, 6]
+    assert all("document_parsing_exception" in str(f.error) for f in failures)
+    # key 1: the delete before the refused upsert is applied; key 2: the newest it could take
+    assert rows_of(searched(es, prefix + "items")) == {"2": {"id": 2, "qty": 20}}
+    tombstone = es.get(index=prefix + "items.fanout", id="1")["_source"]
+    assert tombstone["_fanout_deleted"] is True and tombstone["_fanout_version"] == 3
+    assert counted_since(before, "items") == (2, 1)  # delete + upsert; one superseded
+
+
 def test_truncate_clears_older_documents_and_keeps_out_older_replays(
     make_sink: SinkFactory, es: Elasticsearch, prefix: str
 ) -> None:
@@ -368,17 +393,18 @@ def test_events_with_invalid_targets_or_keys_fail_alone(
         change(2, -1, offset=11),  # outside Elasticsearch's external versions
         keyless,
         change(3, 1, {"v": "x" * 10}, offset=13),
-        ChangeEvent(  # an _id over 512 bytes
+        ChangeEvent(  # an _id over 512 bytes: hashed (docs/sinks/elasticsearch.md)
             Op.UPSERT, "src.items", {"id": "k" * 513}, {}, 1, 1, Origin("t", 0, 14), (), "items"
         ),
         change(2, 1, offset=15),
     ]
     failures = list(sink.write(batch))
-    assert [f.origin.offset for f in failures] == [10, 11, 12, 14]
+    assert [f.origin.offset for f in failures] == [10, 11, 12]
     assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in failures)
     assert "invalid Elasticsearch index name 'Not Valid'" in str(failures[0].error)
-    assert "512 bytes" in str(failures[3].error)
-    assert set(searched(es, prefix + "items")) == {"2", "3"}
+    hashed = "~#" + hashlib.sha256(b"k" * 513).hexdigest()
+    assert set(searched(es, prefix + "items")) == {"2", "3", hashed}
+    assert searched(es, prefix + "items")[hashed]["id"] == "k" * 513
 
 
 def test_the_same_key_in_two_targets_is_two_documents_and_truncates_stay_in_their_target(

@@ -8,6 +8,7 @@ in ``tests/integration/test_elasticsearch_sink.py``.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import uuid
 from decimal import Decimal
@@ -18,7 +19,7 @@ from elasticsearch.helpers import expand_action
 from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Op, Origin
+from fanout.events import ChangeEvent, Json, Op, Origin
 from sinks.elasticsearch.schema import check_index_names
 from sinks.elasticsearch.types import (
     bulk_lines,
@@ -125,18 +126,39 @@ def test_composite_ids_differ_when_values_differ_even_with_separators() -> None:
     assert document_id({"a": "1,2", "b": "3"}) != document_id({"a": "1", "b": "2,3"})
 
 
-def test_keyless_and_oversized_keys_are_rejected() -> None:
+def test_keyless_keys_are_rejected_and_ids_over_512_bytes_are_hashed() -> None:
     with pytest.raises(MappingError, match="no key"):
         document_id({})
-    with pytest.raises(MappingError, match="512 bytes"):
-        document_id({"id": "x" * 513})
-    with pytest.raises(MappingError, match="512 bytes"):
-        document_id({"id": "é" * 257})  # bytes, not characters
-    with pytest.raises(MappingError, match="512 bytes"):
-        document_id({"id": int("9" * 513)})
-    with pytest.raises(MappingError, match="512 bytes"):
-        document_id({"a": "x" * 300, "b": "y" * 300})
     assert document_id({"id": int("9" * 512)}) == "9" * 512
+    assert document_id({"id": "é" * 256}) == "é" * 256  # 512 bytes: the limit is in bytes
+    for key, unhashed in [
+        ({"id": "x" * 513}, "x" * 513),
+        ({"id": "é" * 257}, "é" * 257),
+        ({"id": int("9" * 513)}, "9" * 513),
+        ({"a": "x" * 300, "b": "y" * 300}, json.dumps(["x" * 300, "y" * 300]).replace(" ", "")),
+        ({"id": "[" + "z" * 600}, "~[" + "z" * 600),
+    ]:
+        assert document_id(key) == "~#" + hashlib.sha256(unhashed.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ({"code": ""}, "~"),
+        ({"code": '[7,"a"]'}, '~[7,"a"]'),  # never the composite key (7, "a")
+        ({"code": "~"}, "~~"),
+        ({"code": "~#abc"}, "~~#abc"),  # never a hashed id
+        ({"code": "a[b~"}, "a[b~"),  # only a leading [ or ~ is escaped
+        ({"tags": ["a", "b"]}, '~["a","b"]'),  # an array key is one value, not a composite
+        ({"doc": Json('{"a": 1}')}, '{"a": 1}'),  # a JSON column: its text
+        ({"doc": Json("[1]"), "n": 2}, '["[1]",2]'),  # in a composite key: its text, quoted
+    ],
+)
+def test_every_key_has_an_id_and_no_two_kinds_of_key_share_one(
+    key: dict[str, Any], expected: str
+) -> None:
+    assert document_id(key) == expected
+    assert document_id({"order_id": 7, "line_no": "a"}) == '[7,"a"]'
 
 
 def test_upserts_carry_the_row_and_bookkeeping_with_an_external_version() -> None:

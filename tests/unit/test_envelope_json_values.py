@@ -93,21 +93,6 @@ def test_payload_values_are_what_json_loads_gives(connect: dict[str, Any], text:
     assert all(same(value, expected) for value in values), (values, expected)
 
 
-@pytest.mark.parametrize(
-    "document",
-    [
-        '{"n": 18446744073709551616, "m": -9223372036854775809}',
-        '{"ratio": NaN, "top": Infinity}',
-        '"\\ud800"',
-        "[" * 300 + "]" * 300,
-        '{"ok": true, "nested": {"ratio": 0.6306, "tags": []}}',
-    ],
-)
-def test_json_columns_are_what_json_loads_gives(document: str) -> None:
-    with_schema = decoded_x(JSON_COLUMN, json.dumps(document).encode())[:2]
-    assert all(same(value, json.loads(document)) for value in with_schema)
-
-
 def test_numeric_decimals_beyond_64_bits_stay_exact() -> None:
     numeric = {
         "type": "bytes",

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fanout.errors import DecodeError
-from fanout.events import Column
+from fanout.events import Column, Json
 from tests.unit._envelope_messages import decode_field, decoded, dumps, envelope, key, wrapped
 
 UTC = dt.UTC
@@ -112,8 +112,13 @@ CONNECT_DECIMAL = "org.apache.kafka.connect.data.Decimal"
             "timestamptz",
         ),
         (named("string", "io.debezium.time.ZonedTime"), "10:15:30Z", "10:15:30Z", "string"),
-        (named("string", "io.debezium.data.Json"), '{"a": [1, null]}', {"a": [1, None]}, "json"),
-        (named("string", "io.debezium.data.Json"), "3", 3, "json"),
+        (
+            named("string", "io.debezium.data.Json"),
+            '{"a": [1, null]}',
+            Json('{"a": [1, null]}'),
+            "json",
+        ),
+        (named("string", "io.debezium.data.Json"), "3", Json("3"), "json"),
         (
             named("string", "io.debezium.data.Uuid"),
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
