@@ -136,7 +136,7 @@ class ElasticsearchSink(BatchSink[str, Index]):
         for event in changes:
             try:
                 append(document_id(event.key))
-            except MappingError as exc:  # a key too long for an _id
+            except MappingError as exc:  # no key: the template refuses those first
                 failures.reject(event, exc)
                 append(None)
         return Prepared(Index(alias), ids)
