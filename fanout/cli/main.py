@@ -1,6 +1,8 @@
 """The ``fanout`` command line.
 
 Exit codes scripts can rely on: 0 success, 1 runtime failure, 2 bad usage or configuration.
+Every command but ``check-config`` first checks that a Kafka broker answers, and says in one
+line what is wrong if none does (exit 1). Secrets are masked in everything printed or logged.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fanout.cli import ops as cli_ops
+from fanout.cli.support import fail
 from fanout.errors import ConfigError
+from fanout.redact import masked, secret_values
+from fanout.runtime.kafka import KafkaUnreachable
 from fanout.runtime.logs import configure_logging
 from fanout.settings import SINK_NAMES, Settings, load_settings, require_subscription
 
@@ -24,12 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(args.config)
-        configure_logging(settings.logging)
+        configure_logging(settings.logging, secret_values(settings))
         command: Command = args.command
         return command(args, settings)
     except ConfigError as exc:
-        print(f"fanout: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(str(exc), EXIT_USAGE)
+    except KafkaUnreachable as exc:
+        return fail(str(exc), EXIT_FAILURE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,16 +79,20 @@ def _add_check_config(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from fanout.runtime.app import App, run_until_signalled
+    from fanout.runtime.kafka import probe
 
     names = [args.sink] if args.sink else settings.sinks.enabled()
     if not names:
         raise ConfigError("sinks: no sink is enabled; set sinks.<name>.enabled or pass --sink")
+    require_subscription(settings)
+    probe(settings.kafka)
     return run_until_signalled(App(settings, names))
 
 
 def _check_config(_args: argparse.Namespace, settings: Settings) -> int:
     require_subscription(settings)
-    print(json.dumps(settings.model_dump(mode="json", by_alias=True), indent=2))
+    dumped = settings.model_dump(mode="json", by_alias=True)
+    print(json.dumps(masked(dumped, secrets=secret_values(settings)), indent=2))
     return EXIT_OK
 
 

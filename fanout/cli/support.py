@@ -15,6 +15,8 @@ from confluent_kafka import KafkaException
 
 from fanout.errors import ConfigError, FanoutError
 from fanout.ops.offsets import RefusedError, parse_time
+from fanout.redact import mask_text
+from fanout.runtime.kafka import probe
 from fanout.settings import SINK_NAMES, Settings
 
 # 0-2 as in fanout.cli (not imported from there: fanout.cli imports the operator commands).
@@ -26,10 +28,12 @@ TIME_HELP = "ISO 8601 (2025-01-31T02:00:00Z; no zone = UTC) or a duration ago (9
 
 
 def guarded(command: Command) -> Command:
-    """Turns the failures an operator can act on into a message and an exit code."""
+    """Turns the failures an operator can act on into a message and an exit code. Checks first
+    that a Kafka broker answers (``fanout.runtime.kafka.KafkaUnreachable``: exit 1, one line)."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace, settings: Settings) -> int:
+        probe(settings.kafka)
         try:
             return command(args, settings)
         except ConfigError:
@@ -45,7 +49,7 @@ def guarded(command: Command) -> Command:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"fanout: {message}", file=sys.stderr)
+    print(f"fanout: {mask_text(message)}", file=sys.stderr)
     return code
 
 

@@ -1,13 +1,38 @@
-"""Kafka clients built from settings: the one place librdkafka configuration is assembled."""
+"""Kafka clients built from settings: the one place librdkafka configuration is assembled.
+
+librdkafka's own log goes through Python logging (the ``librdkafka`` logger, set up in
+``fanout.runtime.logs``) instead of its own stderr printer, so it is formatted, masked and
+thinned like every other line; :func:`probe` checks at start-up that a broker answers and says
+in one line what is wrong if none does.
+"""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from fanout.runtime.connections import kafka_unreachable
 from fanout.settings import KafkaSettings
+
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+PROBE_TIMEOUT_S = 10.0
+# Settings the KIP-848 consumer protocol (group.protocol=consumer) takes from the broker; the
+# client refuses to start if they are set.
+_CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
+
+
+class KafkaUnreachable(Exception):
+    """No broker answered at start-up; the message is the one line to print."""
+
+
+def _logged(conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with librdkafka logging to Python logging. Brokers close idle connections
+    (connections.max.idle.ms) and librdkafka reconnects on its own: not worth a line each."""
+    return {"logger": LIBRDKAFKA_LOG, "log.connection.close": False, **conf}
 
 
 def group_id(kafka: KafkaSettings, sink: str) -> str:
@@ -43,7 +68,10 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
     if kafka.group_instance_id:
         conf["group.instance.id"] = kafka.group_instance_id
     conf.update(overrides)
-    return Consumer(conf)
+    if conf.get("group.protocol") == "consumer":
+        for name in _CLASSIC_ONLY:
+            conf.pop(name, None)
+    return Consumer(_logged(conf))
 
 
 def make_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
@@ -57,11 +85,57 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:
         }
     )
     conf.update(overrides)
-    return Producer(conf)
+    return Producer(_logged(conf))
 
 
 def make_admin(kafka: KafkaSettings) -> AdminClient:
-    return AdminClient(kafka.client_config())
+    return AdminClient(_logged(kafka.client_config()))
+
+
+def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> None:
+    """Return once a broker answers a metadata request; raise :class:`KafkaUnreachable` with
+    one line (what failed, where, how to check) if none does within ``timeout_s``.
+
+    What librdkafka logs meanwhile (a line per connection attempt) is kept for the reason, not
+    printed. A failed authentication or TLS handshake ends the wait at once: waiting does not
+    mend it.
+    """
+    timeout_s = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+    seen = _Collector()
+    quiet = logging.getLogger("librdkafka.probe")
+    quiet.propagate, quiet.handlers[:] = False, [seen]
+    quiet.setLevel(logging.DEBUG)
+    errors: list[KafkaError] = []
+    conf: dict[str, Any] = {**kafka.client_config(), "logger": quiet, "error_cb": errors.append}
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout_s
+    last: str = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if admin.list_topics(timeout=max(0.1, min(1.0, remaining))).brokers:
+                return
+        except KafkaException as exc:
+            last = str(exc.args[0].str() if isinstance(exc.args[0], KafkaError) else exc)
+        admin.poll(0)  # serves librdkafka's log lines and error callbacks
+        said = [*seen.lines, *(error.str() for error in errors)]
+        if remaining <= 0 or any(_hopeless(line) for line in said):
+            raise KafkaUnreachable(kafka_unreachable(kafka, said or [last], timeout_s))
+
+
+def _hopeless(line: str) -> bool:
+    lowered = line.lower()
+    return any(s in lowered for s in ("authentication", "ssl handshake", "certificate verify"))
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Every level: a connection closed during the handshake is only an INFO line.
+        self.lines = [*self.lines[-99:], record.getMessage()]
 
 
 def ensure_topic(

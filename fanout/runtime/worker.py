@@ -36,6 +36,7 @@ from fanout.errors import DecodeError, MappingError, PermanentError, RetryableEr
 from fanout.events import ChangeEvent, Failure, Origin
 from fanout.runtime import kafka as kafka_clients
 from fanout.runtime import metrics
+from fanout.runtime.connections import sink_unreachable
 from fanout.runtime.delivery import Delivery, DeliveryHooks, WriteOutcome, write_once
 from fanout.runtime.dlq import DeadLetterQueue
 from fanout.runtime.health import WorkerStatus
@@ -163,7 +164,9 @@ class SinkWorker:
             try:
                 self._sink.open()
             except RetryableError as exc:
-                self._note_down(exc)
+                self._note_down(
+                    RetryableError(sink_unreachable(self.sink_name, self._sink_settings, exc))
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._sink_settings.retry.max_backoff_ms / 1000)
                 continue
