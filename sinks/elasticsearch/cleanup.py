@@ -15,8 +15,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, helpers
 
-from fanout.errors import RetryableError
-from sinks.elasticsearch.errors import describe_error
+from sinks.elasticsearch.errors import item_failure
 
 _SCROLL_SIZE = 1000
 _GONE_OR_CHANGED = frozenset({404, 409})  # deleted meanwhile / rewritten since the scroll
@@ -43,7 +42,7 @@ def delete_matching(
         if ok:
             deleted += 1
         elif int(item.get("status") or 500) not in _GONE_OR_CHANGED:
-            raise RetryableError(f"delete in {index}: {describe_error(item.get('error'))}")
+            raise item_failure(f"delete in {index}", item)
     return deleted
 
 

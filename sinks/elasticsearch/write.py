@@ -26,6 +26,7 @@ from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.errors import (
     ItemVerdict,
     bisect_error,
+    denied_error,
     describe_error,
     item_error,
     item_verdict,
@@ -107,6 +108,8 @@ class BulkWriter:
                 report.rejected.append((entry, item_error(item)))
             elif verdict is ItemVerdict.BISECT:
                 raise bisect_error(item)
+            elif verdict is ItemVerdict.DENIED:
+                raise denied_error(item)
             else:
                 if verdict is ItemVerdict.NO_INDEX:
                     missing.add(entry.target)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from fanout.errors import MappingError, PermanentError, RetryableError
+from fanout.errors import MappingError, PermanentError, RetryableError, UnknownError
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
 from sinks.clickhouse.check import check_events
@@ -110,8 +110,9 @@ def test_dedup_token_is_stable_for_the_same_batch_and_differs_otherwise() -> Non
         (DatabaseError("type mismatch", code=53), MappingError),
         (DatabaseError("cannot parse", code=6), MappingError),
         (DatabaseError("too many parts", code=252), RetryableError),
-        (DatabaseError("memory limit", code=241), RetryableError),
-        (DatabaseError("some new code", code=12345), RetryableError),
+        (DatabaseError("Query memory limit exceeded", code=241), MappingError),
+        (DatabaseError("Memory limit (total) exceeded", code=241), RetryableError),
+        (DatabaseError("some new code", code=12345), UnknownError),
         (DatabaseError("HTTP 503 without a code"), RetryableError),
         (OperationalError("connection refused"), RetryableError),
         (ConnectionResetError("reset"), RetryableError),

@@ -13,17 +13,20 @@ from elastic_transport import (
     HttpHeaders,
     NodeConfig,
     SerializationError,
+    TlsError,
 )
 from elasticsearch import ApiError
 
-from fanout.errors import MappingError, RetryableError
+from fanout.errors import ConfigError, MappingError, RetryableError, UnknownError
 from fanout.settings import ElasticsearchSettings
 from sinks.base.errors import ErrorClass
 from sinks.elasticsearch.errors import (
     ItemVerdict,
     classify,
+    denied_error,
     describe_error,
     item_error,
+    item_failure,
     item_verdict,
     mapped_errors,
 )
@@ -61,7 +64,13 @@ def item(status: int, kind: str | None = None, **extra: Any) -> dict[str, Any]:
         (503, "unavailable_shards_exception", ItemVerdict.RETRY),
         (500, "internal_server_error", ItemVerdict.RETRY),
         (403, "cluster_block_exception", ItemVerdict.RETRY),
+        (429, "cluster_block_exception", ItemVerdict.RETRY),
         (404, "index_not_found_exception", ItemVerdict.NO_INDEX),
+        (403, "security_exception", ItemVerdict.DENIED),
+        (401, "security_exception", ItemVerdict.DENIED),
+        (408, "timeout_exception", ItemVerdict.RETRY),
+        (502, "bad_gateway", ItemVerdict.RETRY),
+        (404, "document_missing_exception", ItemVerdict.REJECTED),
     ],
 )
 def test_bulk_items_are_classified(status: int, kind: str, verdict: ItemVerdict) -> None:
@@ -72,13 +81,49 @@ def test_successful_items_are_applied() -> None:
     assert item_verdict(True, item(201)) is ItemVerdict.APPLIED
 
 
-def test_a_whole_chunk_that_failed_is_retried_or_bisected_by_status() -> None:
+@pytest.mark.parametrize(
+    ("status", "kind", "verdict"),
+    [
+        (503, "unavailable", ItemVerdict.RETRY),
+        (429, "es_rejected_execution_exception", ItemVerdict.RETRY),
+        (408, "timeout", ItemVerdict.RETRY),
+        (413, "content_too_long", ItemVerdict.BISECT),
+        (400, "illegal_argument_exception", ItemVerdict.BISECT),
+        (404, "not_found", ItemVerdict.BISECT),
+        (401, "security_exception", ItemVerdict.DENIED),
+        (403, "security_exception", ItemVerdict.DENIED),
+        (403, "cluster_block_exception", ItemVerdict.RETRY),
+    ],
+)
+def test_a_whole_chunk_that_failed_is_retried_bisected_or_denied_by_status(
+    status: int, kind: str, verdict: ItemVerdict
+) -> None:
     # the bulk writer marks every item of a refused request with the exception it got
-    chunk = {"error": "ApiError(503, ...)", "exception": api_error(503)}
-    assert item_verdict(False, item(503, **chunk)) is ItemVerdict.RETRY
-    assert item_verdict(False, item(429, **chunk)) is ItemVerdict.RETRY
-    assert item_verdict(False, item(413, **chunk)) is ItemVerdict.BISECT
-    assert item_verdict(False, item(400, **chunk)) is ItemVerdict.BISECT
+    chunk = {"error": f"ApiError({status}, ...)", "exception": api_error(status, kind)}
+    assert item_verdict(False, item(status, **chunk)) is verdict
+
+
+def test_an_item_refused_for_want_of_privileges_stops_the_sink_with_the_reason() -> None:
+    error = denied_error(item(403, "security_exception"))
+    assert isinstance(error, ConfigError)
+    assert "HTTP 403 security_exception: security_exception reason" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "raised"),
+    [
+        (403, "security_exception", ConfigError),
+        (429, "es_rejected_execution_exception", RetryableError),
+        (503, "unavailable_shards_exception", RetryableError),
+        (400, "illegal_argument_exception", MappingError),
+    ],
+)
+def test_a_failed_delete_of_a_truncate_or_purge_takes_the_class_of_its_status(
+    status: int, kind: str, raised: type[Exception]
+) -> None:
+    error = item_failure("delete in i", item(status, kind))
+    assert type(error) is raised
+    assert f"elasticsearch delete in i: HTTP {status} {kind}" in str(error)
 
 
 def test_a_rejected_item_carries_the_type_and_reason_from_elasticsearch() -> None:
@@ -92,11 +137,14 @@ def test_a_rejected_item_carries_the_type_and_reason_from_elasticsearch() -> Non
 @pytest.mark.parametrize(
     ("exc", "error_class"),
     [
-        *((api_error(status), ErrorClass.TRANSIENT) for status in (401, 403, 408, 429, 500, 503)),
+        *((api_error(status), ErrorClass.CONFIGURATION) for status in (401, 403)),
+        (api_error(403, "cluster_block_exception"), ErrorClass.TRANSIENT),
+        *((api_error(status), ErrorClass.TRANSIENT) for status in (408, 429, 500, 502, 503, 504)),
         *((api_error(status), ErrorClass.DATA) for status in (400, 404, 409, 413, 422)),
         (ConnectionError("refused"), ErrorClass.TRANSIENT),
         (ConnectionTimeout("timed out"), ErrorClass.TRANSIENT),
         (SerializationError("no JSON form"), ErrorClass.DATA),
+        (TlsError("certificate verify failed"), ErrorClass.UNKNOWN),
     ],
 )
 def test_the_error_table_puts_each_client_exception_in_its_class(
@@ -112,10 +160,22 @@ def test_exceptions_that_are_not_the_clients_are_not_in_the_table() -> None:
     assert classify(RuntimeError("used before open()")) is None
 
 
-@pytest.mark.parametrize("status", [401, 403, 408, 429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_passing_request_failures_are_retryable(status: int) -> None:
     with pytest.raises(RetryableError, match=f"HTTP {status}"), mapped_errors("write"):
         raise api_error(status)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_credentials_and_privileges_refused_are_configuration_errors(status: int) -> None:
+    expected = f"elasticsearch open: HTTP {status} security_exception"
+    with pytest.raises(ConfigError, match=expected), mapped_errors("open"):
+        raise api_error(status, "security_exception", "unable to authenticate user")
+
+
+def test_a_refused_certificate_is_retried_a_few_times_not_forever() -> None:
+    with pytest.raises(UnknownError, match="TLS"), mapped_errors("open"):
+        raise TlsError("certificate verify failed")
 
 
 @pytest.mark.parametrize("status", [400, 404, 413])
