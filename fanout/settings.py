@@ -80,7 +80,9 @@ class BatchSettings(_Section):
 
 class RetrySettings(_Section):
     """Backoff for RetryableError: exponential with full jitter, capped; retries never give up
-    while the sink is down (the consumer pauses instead), so there is no attempt limit."""
+    while the sink is down (the consumer pauses instead, /readyz says why), so there is no
+    attempt limit for a known transient error. An error no error table knows is retried
+    ``unknown_error_attempts`` times, then treated as a configuration error."""
 
     initial_backoff_ms: int = Field(200, gt=0)
     max_backoff_ms: int = Field(30_000, gt=0)
@@ -166,7 +168,15 @@ class PostgresSettings(TombstoneSinkSettings):
     sslpassword: SecretStr | None = None  # the client key's passphrase, if it has one
     sslpassword_file: str | None = None
     connect_timeout_s: int = Field(10, gt=0)
+    # Server-side bounds on every statement and every lock wait (0: none), sent as connection
+    # options; a statement over them fails TRANSIENT and is retried.
+    statement_timeout_s: float = Field(60.0, ge=0)
+    lock_timeout_s: float = Field(30.0, ge=0)
     application_name: str = "fanout"
+
+    @property
+    def hung_after_s(self) -> float:
+        return max(self.statement_timeout_s, self.lock_timeout_s, self.connect_timeout_s)
 
     def conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
@@ -178,6 +188,15 @@ class PostgresSettings(TombstoneSinkSettings):
             "sslmode": self.sslmode,
             "connect_timeout": self.connect_timeout_s,
             "application_name": self.application_name,
+            "options": (
+                f"-c statement_timeout={round(self.statement_timeout_s * 1000)} "
+                f"-c lock_timeout={round(self.lock_timeout_s * 1000)}"
+            ),
+            # A peer gone without a word (a dropped network) is noticed in about a minute.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         }
         if self.password is not None:
             info["password"] = self.password.get_secret_value()
@@ -189,9 +208,6 @@ class PostgresSettings(TombstoneSinkSettings):
         return info
 
 
-JsonMapping = Literal["stored", "flattened", "dynamic"] | dict[str, Any]
-
-
 class ElasticsearchSettings(TombstoneSinkSettings):
     hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     username: str | None = None
@@ -201,7 +217,7 @@ class ElasticsearchSettings(TombstoneSinkSettings):
     api_key_file: str | None = None
     ca_certs: str | None = None
     verify_certs: bool = True
-    request_timeout_s: float = Field(30.0, gt=0)
+    request_timeout_s: float = Field(30.0, gt=0)  # every request the sink makes
     index_prefix: str = ""
     refresh: Literal["false", "true", "wait_for"] = "false"
     bulk_max_actions: int = Field(1000, gt=0)  # per bulk request (count bound)
@@ -209,13 +225,6 @@ class ElasticsearchSettings(TombstoneSinkSettings):
     bulk_item_retries: int = Field(3, ge=0)  # in-sink retries of 429/5xx items, then Retryable
     index_settings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
     mappings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
-    # How JSON columns are mapped (docs/sinks/elasticsearch.md): "stored" (kept in _source, not
-    # indexed: no row's shape can conflict), "flattened" (leaves searchable as keywords; objects
-    # only), "dynamic" (Elasticsearch's dynamic mapping) or a mapping object of your own.
-    json_mapping: JsonMapping = "stored"
-    json_column_mappings: dict[str, dict[str, JsonMapping]] = Field(
-        default_factory=dict
-    )  # target -> column -> mapping, over json_mapping
 
     @field_validator("index_prefix")
     @classmethod
@@ -241,11 +250,15 @@ class ClickHouseSettings(SinkSettings):
     ca_cert: str | None = None
     data_dir: str = ".devstack/chdb-embedded"
     connect_timeout_s: float = Field(10.0, gt=0)
-    send_receive_timeout_s: float = Field(300.0, gt=0)
+    send_receive_timeout_s: float = Field(120.0, gt=0)  # every request, server mode
     low_cardinality: dict[str, list[str]] = Field(default_factory=dict)  # target table -> columns
     verify_certs: bool = True
     # Inserts remembered per table for insert_deduplication_token (non-replicated MergeTree).
     deduplication_window: int = Field(1000, ge=0)
+
+    @property
+    def hung_after_s(self) -> float:
+        return self.send_receive_timeout_s
 
     @property
     def effective_mode(self) -> Literal["server", "embedded"]:
