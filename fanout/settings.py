@@ -208,6 +208,9 @@ class PostgresSettings(TombstoneSinkSettings):
         return info
 
 
+JsonMapping = Literal["stored", "flattened", "dynamic"] | dict[str, Any]
+
+
 class ElasticsearchSettings(TombstoneSinkSettings):
     hosts: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
     username: str | None = None
@@ -225,6 +228,13 @@ class ElasticsearchSettings(TombstoneSinkSettings):
     bulk_item_retries: int = Field(3, ge=0)  # in-sink retries of 429/5xx items, then Retryable
     index_settings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
     mappings: dict[str, Any] = Field(default_factory=dict)  # applied on index creation
+    # How JSON columns are mapped (docs/sinks/elasticsearch.md): "stored" (kept in _source, not
+    # indexed: no row's shape can conflict), "flattened" (leaves searchable as keywords; objects
+    # only), "dynamic" (Elasticsearch's dynamic mapping) or a mapping object of your own.
+    json_mapping: JsonMapping = "stored"
+    json_column_mappings: dict[str, dict[str, JsonMapping]] = Field(
+        default_factory=dict
+    )  # target -> column -> mapping, over json_mapping
 
     @field_validator("index_prefix")
     @classmethod
