@@ -70,7 +70,9 @@ class App:
     def wait(self) -> int:
         """Block until every worker has stopped.
 
-        0 if all stopped cleanly, 2 if a sink rejected its configuration, 1 for other crashes.
+        0 if all stopped cleanly, 2 if a sink rejected its configuration (after its
+        ``config_error_exit_s``: credentials, grants, a missing database, an error no table
+        knows that kept failing), 1 for other crashes.
         """
         for thread in self._threads:
             thread.join()
@@ -84,7 +86,8 @@ class App:
         try:
             worker.run()
         except ConfigError as exc:
-            log.error("invalid configuration: %s", exc, extra={"sink": worker.sink_name})
+            if worker.status.config_error is None:  # else the worker said it (one line)
+                log.error("invalid configuration: %s", exc, extra={"sink": worker.sink_name})
             self._fail(exc)
         except BaseException as exc:
             log.exception("worker crashed", extra={"sink": worker.sink_name})

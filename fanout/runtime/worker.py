@@ -9,13 +9,24 @@ this thread polls and decodes batch N+1. Only this thread touches the consumer a
 producer; the sink is used by one thread at a time, because this thread calls it again only
 after N's write has returned. At most one batch is in flight and N is committed before N+1 is
 handed to the sink, so commits stay in stream order. N is completed (DLQ, commit) as soon as
-its write returns, between two ``consume`` calls. Only a healthy first attempt runs off this
-thread: a batch whose first attempt failed is written again here through the retrying
-:class:`~fanout.runtime.delivery.Delivery`, which pauses the partitions and keeps polling meanwhile.
+its write returns, between two ``consume`` calls. Only a healthy first attempt overlaps the
+next poll: a batch whose first attempt failed is written again under this thread's control
+through the retrying :class:`~fanout.runtime.delivery.Delivery` (each attempt on the writer
+thread, awaited), which pauses the partitions and keeps polling meanwhile.
 
 Rebalances: callbacks only run inside ``consume``, on this thread. Every batch held
 uncommitted (the one in flight and the next one, polled or decoded) remembers the partitions
 revoked while it was held and does not commit them (their new owner re-reads those records).
+
+Errors, by class (``sinks.base.errors``): TRANSIENT is retried while it lasts, partitions
+paused, the loop turning (``/healthz`` 200, ``/readyz`` 503 with the reason); DATA goes to the
+DLQ record by record (``Delivery`` bisects); CONFIGURATION (a ``ConfigError`` from the sink's
+``open`` or ``write``, or an error no table knows that kept failing) stops the worker: nothing
+more is written or committed, partitions stay paused, ``/healthz`` and ``/readyz`` answer 503
+with the reason, one log line says it, and after ``config_error_exit_s`` the error ends the
+process (exit 2). Every call to the sink runs on the writer thread; while one runs long (a hung
+store, until its timeout), this thread keeps polling with partitions paused, so the loop stays
+alive and the group membership too, and ``/readyz`` says the store does not answer.
 """
 
 from __future__ import annotations
@@ -26,18 +37,34 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from fanout.debezium.envelope import Decoder
-from fanout.errors import DecodeError, MappingError, PermanentError, RetryableError
+from fanout.errors import (
+    ConfigError,
+    DecodeError,
+    MappingError,
+    PermanentError,
+    RetryableError,
+    UnknownError,
+)
 from fanout.events import ChangeEvent, Failure, Origin
 from fanout.runtime import kafka as kafka_clients
 from fanout.runtime import metrics
 from fanout.runtime.connections import sink_unreachable
-from fanout.runtime.delivery import Delivery, DeliveryHooks, WriteOutcome, write_once
+from fanout.runtime.delivery import (
+    Delivery,
+    DeliveryHooks,
+    SinkCall,
+    WriteOutcome,
+    as_retryable,
+    unclassified,
+    write_once,
+)
 from fanout.runtime.dlq import DeadLetterQueue
 from fanout.runtime.health import WorkerStatus
 from fanout.runtime.messages import describe, next_offsets, origin_of, position, with_metadata
@@ -50,6 +77,8 @@ log = logging.getLogger(__name__)
 LAG_REPORT_INTERVAL_S = 10.0
 # While a batch is in flight, consume() returns this often to complete it as soon as it is written.
 IN_FLIGHT_POLL_S = 0.005
+# A sink call still running after this long: partitions paused, the consumer polled meanwhile.
+CALL_SLICE_S = 5.0
 _BENIGN_COMMIT_ERRORS = {
     KafkaError._NO_OFFSET,
     KafkaError.REBALANCE_IN_PROGRESS,
@@ -120,6 +149,7 @@ class SinkWorker:
         self._sink_settings: SinkSettings = settings.sinks.get(sink_name)
         self._sink = sink
         self.status = status or WorkerStatus(sink_name)
+        self.status.hung_after_s = self._sink_settings.hung_after_s
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
         self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
@@ -139,40 +169,87 @@ class SinkWorker:
         self._stop.set()
 
     def run(self) -> None:
+        """Consume until stopped. Raises ConfigError (after ``config_error_exit_s``) when the
+        sink cannot work as configured."""
         kafka = self._settings.kafka
         group = self._options.group or kafka_clients.group_id(kafka, self.sink_name)
-        self._open_sink()
-        if self._stop.is_set():
-            return
-        self._consumer = kafka_clients.make_consumer(
-            kafka, group, **self._options.consumer_overrides
-        )
-        self._dlq = self._make_dlq()
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.sink_name}-write")
         try:
+            self._open_sink()
+            if self._stop.is_set():
+                return
+            self._consumer = kafka_clients.make_consumer(
+                kafka, group, **self._options.consumer_overrides
+            )
+            self._dlq = self._make_dlq()
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.sink_name}-write")
             self._subscribe()
             log.info("worker started", extra={"sink": self.sink_name, "group": group})
             while not self._stop.is_set():
                 self._turn()
             self._settle(self._complete_in_flight)  # the last batch handed to the sink
+        except ConfigError as exc:
+            self._halt(exc)
+            raise
         finally:
             self._shutdown()
 
     def _open_sink(self) -> None:
-        backoff = self._sink_settings.retry.initial_backoff_ms / 1000
+        """Open the sink, retrying while the store is away; the loop turns meanwhile, so a slow
+        start keeps ``/healthz`` at 200 while ``/readyz`` says why it is not ready."""
+        retry = self._sink_settings.retry
+        backoff = retry.initial_backoff_ms / 1000
+        unknown = 0
         while not self._stop.is_set():
+            self.status.turned()
             try:
-                self._sink.open()
-            except RetryableError as exc:
+                self._timed(self._sink.open)
+            except ConfigError:
+                raise
+            except PermanentError as refused:  # no record is at fault yet: the settings are
+                raise ConfigError(f"{refused} (while opening the sink)") from refused
+            except Exception as error:
+                exc = as_retryable(error)
+                assert isinstance(exc, RetryableError)
+                unknown = unknown + 1 if isinstance(exc, UnknownError) else 0
+                if unknown >= retry.unknown_error_attempts:
+                    raise unclassified(exc, unknown) from exc
                 self._note_down(
                     RetryableError(sink_unreachable(self.sink_name, self._sink_settings, exc))
                 )
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, self._sink_settings.retry.max_backoff_ms / 1000)
+                backoff = min(backoff * retry.multiplier, retry.max_backoff_ms / 1000)
                 continue
             self.status.opened = True
             self._note_up()
             return
+
+    def _halt(self, exc: ConfigError) -> None:
+        """A configuration error stops the worker: nothing more is written or committed (the
+        failed batch and the next one are dropped uncommitted), partitions stay paused while
+        the group membership is kept, /healthz and /readyz say why; after
+        ``config_error_exit_s`` (or a stop) the caller lets the error end the process."""
+        wait_s = self._sink_settings.config_error_exit_s
+        reason = str(exc)
+        self.status.config_error = reason[:1000]
+        self.status.sink_up = False
+        metrics.SINK_UP.labels(self.sink_name).set(0)
+        log.error(
+            "%s sink stopped by a configuration error: %s (nothing is consumed; exiting in %g s)",
+            self.sink_name,
+            reason,
+            wait_s,
+            extra={"sink": self.sink_name, "error_class": "configuration"},
+        )
+        self._pause()
+        deadline = time.monotonic() + wait_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._consumer is None:
+                self._stop.wait(min(remaining, 1.0))
+            else:  # rebalances are served, nothing is delivered (paused)
+                self._rewind(self._consumer.consume(100, timeout=min(remaining, 1.0)))
 
     def _make_dlq(self) -> DeadLetterQueue:
         kafka = self._settings.kafka
@@ -299,7 +376,8 @@ class SinkWorker:
         assert self._in_flight is None and self._writer is not None  # one batch in flight
         flight.started = time.monotonic()
         if flight.events:
-            flight.write = self._writer.submit(write_once, self._sink, flight.events)
+            events = flight.events
+            flight.write = self._writer.submit(self._timed, lambda: write_once(self._sink, events))
         self._in_flight, self._pending = flight, None
 
     def _complete_in_flight(self) -> None:
@@ -319,15 +397,17 @@ class SinkWorker:
         metrics.BATCH_SECONDS.labels(self.sink_name).observe(time.monotonic() - flight.started)
 
     def _outcome(self, flight: _InFlight) -> WriteOutcome:
-        """The first attempt's result; if it failed, the batch is written here with retries."""
+        """The first attempt's result; if it failed, the batch is written again with retries,
+        bisected, or (a configuration error) not at all."""
         if flight.write is None:
             return WriteOutcome()
-        error = flight.write.exception()  # blocks until the writer thread is done with the sink
+        self._await(flight.write)  # until the writer thread is done with the sink
+        error = flight.write.exception()
         if error is None:
             return WriteOutcome(flight.write.result(), attempts=1)
-        if not isinstance(error, RetryableError | PermanentError):
+        if not isinstance(error, Exception):
             raise error
-        return self._delivery().write(flight.events, failed_first=error)
+        return self._delivery().write(flight.events, failed_first=as_retryable(error))
 
     def _delivery(self) -> Delivery:
         hooks = DeliveryHooks(
@@ -336,8 +416,51 @@ class SinkWorker:
             on_down=self._note_down,
             on_up=self._note_up,
             on_retry=metrics.RETRIES.labels(self.sink_name).inc,
+            call=self._call_sink,
         )
         return Delivery(self._sink, self._sink_settings.retry, hooks)
+
+    # -- calls to the sink -----------------------------------------------------------------
+
+    def _call_sink(self, call: SinkCall) -> Sequence[Failure]:
+        """One call to the sink on the writer thread (a retry, a bisection half), awaited with
+        the loop alive."""
+        assert self._writer is not None
+        future = self._writer.submit(self._timed, call)
+        self._await(future)
+        return future.result()
+
+    def _timed(self, call: Callable[[], T]) -> T:
+        """``call()``, known to /readyz while it runs (a call unanswered past the store's
+        timeout is reported as a hung store)."""
+        self.status.call_started = time.monotonic()
+        try:
+            return call()
+        finally:
+            self.status.call_started = None
+
+    def _await(self, future: Future[T]) -> None:
+        """Return once ``future`` is done. A call that runs long (a hung store, until its
+        timeout fires) does not stop the loop: every ``CALL_SLICE_S`` the partitions are paused
+        and the consumer polled, so rebalances are served, the group membership survives and
+        /healthz stays 200 (while /readyz reports the store hung)."""
+        paused_here = False
+        try:
+            while True:
+                try:
+                    future.exception(timeout=CALL_SLICE_S)
+                    return
+                except FutureTimeout:
+                    pass
+                self.status.turned()
+                if self._consumer is not None:
+                    if not self._paused:
+                        self._pause()
+                        paused_here = True
+                    self._rewind(self._consumer.consume(100, timeout=0.1))
+        finally:
+            if paused_here and self.status.sink_up:
+                self._resume()
 
     def _dead_letter(self, failures: list[Failure], attempts: int) -> None:
         if not failures:
@@ -437,6 +560,7 @@ class SinkWorker:
             "partitions assigned",
             extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
+        self.status.assigned = True  # even none: the group answered
         for batch in self._held():
             batch.revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
         if self._options.on_assign is not None:
