@@ -2,7 +2,9 @@
 
 ``down()`` closes the listener and every forwarded connection (clients get "connection
 refused" / resets), ``up()`` listens again on the same port, ``mute = True`` accepts
-connections and never answers (a hung server: clients time out).
+connections and never answers (a hung server: clients time out). ``hang()`` mutes new
+connections and stops moving bytes on the forwarded ones too (held, not dropped: a server that
+stopped answering mid-conversation); ``resume()`` delivers what was held and goes on.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class TcpProxy:
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.mute = False
+        self._flowing = threading.Event()
+        self._flowing.set()
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -38,6 +42,14 @@ class TcpProxy:
         self._listener = listener
         self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
         self._acceptor.start()
+
+    def hang(self) -> None:
+        self.mute = True
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self.mute = False
+        self._flowing.set()
 
     def down(self) -> None:
         listener, self._listener = self._listener, None
@@ -65,12 +77,14 @@ class TcpProxy:
                     continue
                 self._open.append(upstream)
                 for src, dst in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+                    args = (src, dst, self._flowing)
+                    threading.Thread(target=_pump, args=args, daemon=True).start()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: socket.socket, dst: socket.socket, flowing: threading.Event) -> None:
     try:
         while data := src.recv(65536):
+            flowing.wait()  # hung: hold what arrived until resumed
             dst.sendall(data)
     except OSError:
         pass
