@@ -8,8 +8,8 @@ from typing import Any
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op, Origin
-from sinks.postgres.schema import TableInfo
 from sinks.postgres.check import Layout, Shapes, resolve
+from sinks.postgres.schema import TableInfo
 from sinks.postgres.types import PgColumn
 
 TABLE = TableInfo(
