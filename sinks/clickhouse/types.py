@@ -21,7 +21,7 @@ from clickhouse_connect.datatypes.base import ClickHouseType
 from clickhouse_connect.datatypes.registry import get_from_name
 
 from fanout.errors import MappingError
-from fanout.events import Column, Json
+from fanout.events import POSITION_COLUMN, Column, Json
 from sinks.base.jsontext import stdlib_dumps
 from sinks.base.names import NameRules
 
@@ -112,8 +112,9 @@ NAMES = NameRules(
 
 @lru_cache(maxsize=4096)
 def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be a ClickHouse table or column name, or None if it can."""
-    return NAMES.problem(name)
+    """Why ``name`` cannot be a ClickHouse table or column name, or None if it can (the
+    source-position key of rows appended from a table without a primary key is fanout's own)."""
+    return None if name == POSITION_COLUMN else NAMES.problem(name)
 
 
 # ---- logical type -> ClickHouse type -----------------------------------------------------

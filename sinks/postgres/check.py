@@ -17,7 +17,7 @@ import orjson
 from psycopg import sql
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Column, Json, Op
+from fanout.events import POSITION_COLUMN, ChangeEvent, Column, Json, Op
 from sinks.base.columns import infer_column
 from sinks.base.jsontext import fragment, stdlib_dumps
 from sinks.postgres import sql as q
@@ -311,5 +311,5 @@ def _name_error(name: str) -> MappingError | None:
 
 def _raise_name_error(name: str) -> None:
     check_identifier(name, "column")
-    if name.startswith(q.RESERVED_PREFIX):
+    if name.startswith(q.RESERVED_PREFIX) and name != POSITION_COLUMN:
         raise MappingError(f"column {name}: names starting with {q.RESERVED_PREFIX} are reserved")
