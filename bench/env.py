@@ -26,6 +26,12 @@ def apply_devstack_defaults() -> None:
         os.environ.setdefault(name, value)
 
 
+def connection_env() -> dict[str, str]:
+    """The stack's connection settings for a worker (its only ``FANOUT_*`` variables)."""
+    apply_devstack_defaults()
+    return {name: os.environ[name] for name in DEVSTACK_ENV}
+
+
 def settings() -> Settings:
     apply_devstack_defaults()
     return load_settings()

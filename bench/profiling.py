@@ -31,7 +31,7 @@ def profile(args: argparse.Namespace) -> int:
     del messages
     run = env.new_id()
     config = drains.worker_config(the_stream.topic, run, (args.sink,))
-    worker = WorkerProcess(args.sink, config, drains.WORKDIR).start()
+    worker = WorkerProcess(args.sink, config, drains.WORKDIR, env.connection_env()).start()
     assert worker.process is not None
     out = RESULTS / f"profile-{args.sink}.txt"
     spy = subprocess.Popen(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import compileall
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -28,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.pipeline import WorkerProcess
+from bench import env
+from tests.support.pipeline import WorkerProcess, clean_env
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = "bench-imported "  # the prelude's log line: MARK + JSON {package: file}
@@ -48,8 +48,10 @@ CHECK = (
 
 
 def worker_env(tree: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    # PYTHONPATH is the tree alone: an inherited entry could point at this checkout.
-    return {**os.environ, **(extra or {}), "PYTHONPATH": str(tree)}
+    # PYTHONPATH is the tree alone: an inherited entry could point at this checkout. Of the
+    # FANOUT_* variables only the stack's addresses: another one exported in the shell would
+    # change what is measured.
+    return clean_env({**env.connection_env(), **(extra or {}), "PYTHONPATH": str(tree)})
 
 
 def command(*args: str) -> list[str]:

@@ -4,7 +4,6 @@ subprocess with a config file, its exit code, stdout (JSON with --json) and stde
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.pipeline import REPO
+from tests.support.pipeline import REPO, clean_env, on_stack
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Result:
 def write_config(workdir: Path, config: Mapping[str, Any]) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"ops-{uuid.uuid4().hex[:8]}.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
+    path.write_text(json.dumps(on_stack(config)))  # JSON is YAML
     return path
 
 
@@ -41,12 +40,10 @@ def command(config: Path, *args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "FANOUT_LOGGING__FORMAT": "text",
-        "PYTHONFAULTHANDLER": "1",
-    }
+    # No FANOUT_* of the shell: the command reads its config file and these only.
+    return clean_env(
+        {"PYTHONPATH": str(REPO), "FANOUT_LOGGING__FORMAT": "text", "PYTHONFAULTHANDLER": "1"}
+    )
 
 
 def fanout(config: Path, *args: str, timeout_s: float = 180, stdin: str = "") -> Result:

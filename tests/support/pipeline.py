@@ -26,7 +26,29 @@ T = TypeVar("T")
 
 
 def bootstrap() -> str:
+    """The local stack's Kafka, as this process knows it (``scripts/devstack env`` may say)."""
     return os.environ.get("FANOUT_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a ``fanout`` subprocess: this one's without any ``FANOUT_*`` variable,
+    plus ``extra``.
+
+    Env vars win over the YAML file, so a variable exported in the shell (``eval "$(scripts/
+    devstack env)"`` sets the stores' addresses) would silently replace what the test wrote in
+    its config, e.g. the proxy a test put in front of a store. A subprocess gets only the
+    settings its caller means: its config file and ``extra``.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("FANOUT_")}
+    env.update(extra or {})
+    return env
+
+
+def on_stack(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` with ``kafka.bootstrap_servers`` set to the Kafka this process produces to,
+    unless the config names one itself."""
+    kafka = {"bootstrap_servers": bootstrap(), **config.get("kafka", {})}
+    return {**config, "kafka": kafka}
 
 
 def unique(prefix: str) -> str:
@@ -182,7 +204,9 @@ def read_topic(topic: str, timeout_s: float = 20, expect: int | None = None) -> 
 
 @dataclass
 class WorkerProcess:
-    """``fanout run [--sink NAME]`` in a subprocess, configured by a YAML file and env.
+    """``fanout run [--sink NAME]`` in a subprocess, configured by a YAML file and ``extra_env``
+    only (no ``FANOUT_*`` variable of this process reaches it: :func:`clean_env`). The file gets
+    the Kafka this process talks to unless ``config`` names one (:func:`on_stack`).
 
     ``sink=None`` runs every enabled sink in the one process.
     """
@@ -191,15 +215,19 @@ class WorkerProcess:
     config: Mapping[str, Any]
     workdir: Path
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None  # of the config file and log in workdir (default: sink + random)
     process: subprocess.Popen[bytes] | None = None
+    config_path: Path | None = None
     log_path: Path | None = None
 
     def start(self) -> WorkerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.workdir / f"{self.sink or 'all'}-{uuid.uuid4().hex[:6]}.yaml"
-        config_path.write_text(json.dumps(self.config))  # JSON is YAML
+        name = self.name or f"{self.sink or 'all'}-{uuid.uuid4().hex[:6]}"
+        config_path = self.workdir / f"{name}.yaml"
+        config_path.write_text(json.dumps(on_stack(self.config), indent=2) + "\n")  # JSON is YAML
+        self.config_path = config_path
         self.log_path = config_path.with_suffix(".log")
-        env = {**os.environ, **self.extra_env, "PYTHONPATH": str(REPO)}
+        env = clean_env({**self.extra_env, "PYTHONPATH": str(REPO)})
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "fanout.cli", "--config", str(config_path), "run"]
