@@ -48,9 +48,6 @@ class _Section(BaseModel):
             if not name.endswith("_file") or value is None:
                 continue
             secret = name.removesuffix("_file")
-            field = type(self).model_fields.get(secret)
-            if field is None or "SecretStr" not in str(field.annotation):
-                continue  # a file setting of its own, not a secret's source
             if getattr(self, secret, None) is not None:
                 raise ValueError(f"{secret} and {name} are both set; set one of them")
             setattr(self, secret, SecretStr(read_secret_file(value, name)))
@@ -191,16 +188,24 @@ class PostgresSettings(TombstoneSinkSettings):
             "sslmode": self.sslmode,
             "connect_timeout": self.connect_timeout_s,
             "application_name": self.application_name,
-            "options": (
-                f"-c statement_timeout={round(self.statement_timeout_s * 1000)} "
-                f"-c lock_timeout={round(self.lock_timeout_s * 1000)}"
-            ),
             # A peer gone without a word (a dropped network) is noticed in about a minute.
             "keepalives": 1,
             "keepalives_idle": 30,
             "keepalives_interval": 10,
             "keepalives_count": 3,
         }
+        # Sent only when set: a pooler that refuses startup options (PgBouncer without
+        # ignore_startup_parameters=options) works with both at 0.
+        options = [
+            f"-c {name}={round(seconds * 1000)}"
+            for name, seconds in (
+                ("statement_timeout", self.statement_timeout_s),
+                ("lock_timeout", self.lock_timeout_s),
+            )
+            if seconds
+        ]
+        if options:
+            info["options"] = " ".join(options)
         if self.password is not None:
             info["password"] = self.password.get_secret_value()
         for name in ("sslrootcert", "sslcert", "sslkey"):
@@ -238,6 +243,10 @@ class ElasticsearchSettings(TombstoneSinkSettings):
     json_column_mappings: dict[str, dict[str, JsonMapping]] = Field(
         default_factory=dict
     )  # target -> column -> mapping, over json_mapping
+
+    @property
+    def hung_after_s(self) -> float:
+        return self.request_timeout_s
 
     @field_validator("index_prefix")
     @classmethod

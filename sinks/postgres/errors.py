@@ -35,7 +35,8 @@ connection that fails, a value psycopg cannot encode) have none and are sorted b
     42xxx  other rule violations (a datatype mismatch, a   DATA
            name PostgreSQL refuses)
     a value psycopg cannot encode (a lone surrogate,       DATA
-      a NUL byte in a parameter, an int out of range)
+      a NUL byte in a parameter, an int out of range,
+      JSON orjson cannot write)
     42601 syntax_error, 42883 undefined_function, 0Axxx   UNKNOWN        retried a few times,
       feature_not_supported, XXxxx internal error, any                    then CONFIGURATION
       other SQLSTATE or psycopg error
@@ -47,6 +48,7 @@ drain the stream; the operator is told instead.
 
 from __future__ import annotations
 
+import orjson
 import psycopg
 
 from sinks.base.errors import ErrorClass, Verdict, shorten
@@ -102,8 +104,9 @@ REFUSED_FOR_GOOD = (
     "certificate verify failed",
     "certificate",
 )
-# Encoding a value on the client: a lone surrogate, a NUL byte, an integer out of range.
-ENCODING_ERRORS = (ValueError, OverflowError)
+# Encoding a value on the client: a lone surrogate, a NUL byte, an integer out of range, a JSON
+# value orjson cannot write.
+ENCODING_ERRORS = (ValueError, OverflowError, orjson.JSONEncodeError)
 
 
 def classify(exc: BaseException) -> Verdict | None:

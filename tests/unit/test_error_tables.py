@@ -6,6 +6,7 @@ from __future__ import annotations
 import ssl
 import struct
 
+import orjson
 import psycopg
 import pytest
 from clickhouse_connect.driver.exceptions import (
@@ -169,6 +170,7 @@ def test_a_connection_that_fails_or_breaks_is_transient(error: psycopg.Error) ->
         "x\ud800".encode,  # a lone surrogate, raised below
         ValueError("a value psycopg cannot dump"),
         OverflowError("int too big to convert"),
+        orjson.JSONEncodeError("str is not valid UTF-8: surrogates not allowed"),
     ],
 )
 def test_a_value_that_cannot_be_encoded_is_data(error: object) -> None:
