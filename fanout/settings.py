@@ -48,6 +48,9 @@ class _Section(BaseModel):
             if not name.endswith("_file") or value is None:
                 continue
             secret = name.removesuffix("_file")
+            field = type(self).model_fields.get(secret)
+            if field is None or "SecretStr" not in str(field.annotation):
+                continue  # a file setting of its own, not a secret's source
             if getattr(self, secret, None) is not None:
                 raise ValueError(f"{secret} and {name} are both set; set one of them")
             setattr(self, secret, SecretStr(read_secret_file(value, name)))
