@@ -256,8 +256,9 @@ def cmd_status(ctx: Context) -> int:
             version = svc.probe()
             where = f"pid {pid}" if ours else "NOT started by this checkout's devstack"
             print(f"{svc.name:<14} up    {HOST}:{svc.port:<5}  {version}  ({where})")
-            for line in svc.details():
+            for ok, line in svc.details():
                 print(line)
+                down += 0 if ok else 1
         except probes.NotReady as exc:
             down += 1
             state = f"pid {pid} runs but does not answer" if ours else "not running"

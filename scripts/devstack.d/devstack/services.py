@@ -89,8 +89,8 @@ class Service:
         """Once the service answers, started or adopted: what the tree adds to a running service
         (users, roles, reloaded settings), idempotent."""
 
-    def details(self) -> list[str]:
-        """Extra lines for `status` (other listeners), probing each."""
+    def details(self) -> list[tuple[bool, str]]:
+        """Extra lines for `status` (other listeners), probing each: (answers, line)."""
         return []
 
 
@@ -239,16 +239,17 @@ class Kafka(Service):
                     ) from None
             time.sleep(0.5)
 
-    def details(self) -> list[str]:
+    def details(self) -> list[tuple[bool, str]]:
         where = f"{HOST}:{tls.KAFKA_SASL_PORT}"
         try:
             probes.kafka_tls(HOST, tls.KAFKA_SASL_PORT, tls.certs_of(self.ctx).ca)
         except probes.NotReady as exc:
-            return [f"  SASL_SSL      down  {where:<15} {exc}"]
-        return [
+            return [(False, f"  SASL_SSL      down  {where:<15} {exc}")]
+        line = (
             f"  SASL_SSL      up    {where:<15} {tls.KAFKA_SASL_MECHANISM} user "
             f"{tls.KAFKA_SASL_USER}, TLS by {tls.certs_of(self.ctx).ca}"
-        ]
+        )
+        return [(True, line)]
 
     def _reported_version(self) -> str:
         try:
@@ -547,18 +548,19 @@ class Postgres(Service):
             raise probes.NotReady(f"{self.name}: {proc.stderr.strip() or proc.stdout.strip()}")
         return proc.stdout.strip()
 
-    def details(self) -> list[str]:
+    def details(self) -> list[tuple[bool, str]]:
         if not self.tls_user:
             return []
         where = f"{HOST}:{self.port}"
         try:
             version = self.tls_login()
         except probes.NotReady as exc:
-            return [f"  TLS           down  {where:<15} {exc}"]
-        return [
+            return [(False, f"  TLS           down  {where:<15} {exc}")]
+        line = (
             f"  TLS           up    {where:<15} {version}, SCRAM user {self.tls_user} "
             f"(hostssl only), CA {tls.certs_of(self.ctx).ca}"
-        ]
+        )
+        return [(True, line)]
 
     def psql(self, sql: str, *, admin: bool = False) -> str:
         if admin:
