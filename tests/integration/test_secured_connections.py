@@ -1,7 +1,8 @@
 """Secured connections against the real local stack: `fanout run --sink postgres` consumes
 through Kafka's SASL_SSL listener (SCRAM-SHA-512, the devstack CA) and writes to PostgreSQL over
 TLS (verify-full) as a role that may only log in that way, with a SCRAM password; every secret
-comes from a ``…_file`` setting, and none is printed.
+comes from a ``…_file`` setting. A wrong password or a certificate from a CA the client does
+not trust ends the worker quickly with one line naming the connection.
 
 `scripts/devstack up` makes the listener, the role and the CA (`scripts/devstack env` prints
 them as DEVSTACK_* variables, the defaults here)."""
@@ -10,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +30,26 @@ KAFKA_USER = os.environ.get("DEVSTACK_KAFKA_SASL_USERNAME", "fanout")
 KAFKA_PASSWORD = os.environ.get("DEVSTACK_KAFKA_SASL_PASSWORD", "fanout-scram-secret")
 PG_TLS_USER = os.environ.get("DEVSTACK_PG_TLS_USER", "fanout_tls")
 PG_TLS_PASSWORD = os.environ.get("DEVSTACK_PG_TLS_PASSWORD", "fanout-tls-secret")
+WRONG = "not-the-password-0123"
+FAIL_FAST_S = 30.0  # "well under a minute", start-up of the Python process included
 
 
 @pytest.fixture(scope="module")
 def secured_stack() -> None:
     if not CA.exists():
         pytest.fail(f"{CA} is missing: run `scripts/devstack up` (it makes the devstack CA)")
+
+
+@pytest.fixture
+def untrusted_ca(tmp_path: Path) -> Path:
+    """A CA of its own that signed nothing the stack serves."""
+    key, cert = tmp_path / "other-ca.key", tmp_path / "other-ca.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=not the devstack CA"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert
 
 
 def secret(tmp_path: Path, name: str, value: str) -> str:
@@ -76,6 +93,30 @@ def secured_config(
     )
     config["logging"] = {"format": "text"}
     return config
+
+
+def exits_soon(worker: WorkerProcess) -> tuple[int, float]:
+    t0 = time.monotonic()
+    code = worker.wait(FAIL_FAST_S)
+    return code, time.monotonic() - t0
+
+
+def error_lines(log: str) -> list[str]:
+    return [
+        line for line in log.splitlines() if re.search(r"error|fail|refused|cannot", line, re.I)
+    ]
+
+
+def assert_one_clear_line(log: str, *needles: str) -> None:
+    lines = error_lines(log)
+    assert lines, f"no error line in:\n{log[-3000:]}"
+    assert any(all(n in line for n in needles) for line in lines), (
+        f"no line naming {needles} in:\n{log[-3000:]}"
+    )
+    assert len(lines) <= 3, f"a flood, not one line ({len(lines)}):\n{log[-3000:]}"
+    assert "%3|" not in log and "%4|" not in log, f"librdkafka's own printer:\n{log[-3000:]}"
+    for value in (KAFKA_PASSWORD, PG_TLS_PASSWORD, WRONG):
+        assert value not in log
 
 
 def test_worker_consumes_over_sasl_ssl_and_writes_over_tls_with_secrets_from_files(
@@ -137,3 +178,65 @@ def test_check_config_prints_no_secret_read_from_a_file(
     assert printed["kafka"]["sasl_password"] == "**********"
     assert printed["kafka"]["sasl_password_file"].endswith("kafka-password")
     assert printed["sinks"]["postgres"]["password"] == "**********"
+
+
+def test_wrong_kafka_password_fails_fast_with_one_line(
+    secured_stack: None, pipeline: Pipeline, tmp_path: Path, workers: list[Any]
+) -> None:
+    config = secured_config(pipeline, tmp_path, kafka_password=WRONG)
+    worker = WorkerProcess("postgres", config, pipeline.workdir).start()
+    workers.append(worker)
+    code, took = exits_soon(worker)
+    assert code == 1, worker.log()[-2000:]  # Kafka unreachable at start
+    assert took < FAIL_FAST_S
+    assert_one_clear_line(worker.log(), KAFKA_SASL, "kafka.bootstrap_servers", "authentication")
+
+
+def test_untrusted_kafka_certificate_fails_fast_with_one_line(
+    secured_stack: None,
+    pipeline: Pipeline,
+    tmp_path: Path,
+    workers: list[Any],
+    untrusted_ca: Path,
+) -> None:
+    config = secured_config(pipeline, tmp_path, kafka_ca=untrusted_ca)
+    worker = WorkerProcess("postgres", config, pipeline.workdir).start()
+    workers.append(worker)
+    code, took = exits_soon(worker)
+    assert code == 1, worker.log()[-2000:]
+    assert took < FAIL_FAST_S
+    assert_one_clear_line(worker.log(), KAFKA_SASL, "kafka.bootstrap_servers", "TLS")
+
+
+def test_wrong_postgres_password_fails_fast_with_one_line(
+    secured_stack: None, pipeline: Pipeline, tmp_path: Path, workers: list[Any]
+) -> None:
+    config = secured_config(pipeline, tmp_path, pg_password=WRONG)
+    worker = WorkerProcess("postgres", config, pipeline.workdir).start()
+    workers.append(worker)
+    code, took = exits_soon(worker)
+    assert code == 2, worker.log()[-2000:]  # a configuration error
+    assert took < FAIL_FAST_S
+    # The line comes from the worker's configuration-error path (sink open refused): it names
+    # the store, host and port and the server's reason, not yet the setting keys.
+    assert_one_clear_line(
+        worker.log(), "postgres", '"127.0.0.1", port 5432', "password authentication failed"
+    )
+
+
+def test_untrusted_postgres_certificate_fails_fast_with_one_line(
+    secured_stack: None,
+    pipeline: Pipeline,
+    tmp_path: Path,
+    workers: list[Any],
+    untrusted_ca: Path,
+) -> None:
+    config = secured_config(pipeline, tmp_path, pg_ca=untrusted_ca)
+    worker = WorkerProcess("postgres", config, pipeline.workdir).start()
+    workers.append(worker)
+    code, took = exits_soon(worker)
+    assert code == 2, worker.log()[-2000:]
+    assert took < FAIL_FAST_S
+    assert_one_clear_line(
+        worker.log(), "postgres", '"127.0.0.1", port 5432', "certificate verify failed"
+    )
