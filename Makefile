@@ -29,7 +29,7 @@ status:
 test: up  ## the whole default suite (slow soak tests excluded) against the local stack
 	$(PYTHON) -m pytest
 
-demo: up  ## the main job on the local stack: CDC stream -> every sink, checked and shown
+demo: up  ## the main job on the local stack: CDC stream -> every sink, checked; says where it all is
 	$(PYTHON) scripts/demo.py
 
 lint: install

@@ -4,17 +4,23 @@
    and re-inserts over several tables, one a composite-key table);
 2. runs `fanout run` with every sink enabled, each its own consumer group;
 3. waits until every sink has caught up, checks each holds exactly the newest row per key,
-   prints what each holds, and stops the service with SIGTERM.
+   prints what each holds, and stops the service with SIGTERM;
+4. prints where the data went (schema, indices, tables, with a command each), the config it
+   saved (``.devstack/demo/demo-<id>.yaml``, copied to ``latest.yaml``) and the commands for
+   its lag and its DLQ.
 
 Every run uses fresh names (topic, groups, schema, index prefix, table prefix), so it can be
-run again and again on the same stack.
+run again and again on the same stack. The worker gets the stack's connection settings
+(``scripts/devstack env``, unless the shell exported them) and no other ``FANOUT_*`` variable.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -41,11 +47,12 @@ from tests.support.pipeline import (  # noqa: E402
 )
 
 SINKS = ("postgres", "elasticsearch", "clickhouse")
+DEMO_DIR = REPO / ".devstack" / "demo"
 
 
 def main() -> int:
     args = _parse()
-    _use_devstack_connection_settings()
+    stack = _use_devstack_connection_settings()
     run_id = uuid.uuid4().hex[:6]
     topic, prefix = f"demo_{run_id}.inventory", f"demo-{run_id}"
     print(f"demo {run_id}: topic {topic}, consumer groups {prefix}-<sink>")
@@ -55,8 +62,11 @@ def main() -> int:
     produce(topic, ((m.key, m.value) for m in messages))
     print(f"produced {len(messages)} Debezium messages in {time.monotonic() - started:.1f}s")
 
-    worker = WorkerProcess(None, _config(topic, prefix, run_id), REPO / ".devstack" / "demo")
+    config = _config(topic, prefix, run_id)
+    worker = WorkerProcess(None, config, DEMO_DIR, extra_env=stack, name=f"demo-{run_id}")
     worker.start()
+    assert worker.config_path is not None
+    shutil.copyfile(worker.config_path, DEMO_DIR / "latest.yaml")
     try:
         started = time.monotonic()
         for sink in SINKS:
@@ -72,21 +82,27 @@ def main() -> int:
     finally:
         code = worker.stop()
     print(f"fanout stopped on SIGTERM with exit code {code}\n")
-    return _report(messages, run_id)
+    ok = _report(messages, run_id)
+    _where(topic, prefix, run_id, worker.config_path)
+    return ok
 
 
-def _use_devstack_connection_settings() -> None:
-    """Connection settings of the local stack, as `scripts/devstack env` prints them."""
+def _use_devstack_connection_settings() -> dict[str, str]:
+    """Connection settings of the local stack, as `scripts/devstack env` prints them (a value
+    the shell exported wins), for this process and the worker."""
     printed = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "devstack"), "env"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
+    names = []
     for line in printed.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
         if name.startswith("FANOUT_"):
             os.environ.setdefault(name, shlex.split(value)[0] if value else "")
+            names.append(name)
+    return {name: os.environ[name] for name in names}
 
 
 def _caught_up_or_dead(worker: WorkerProcess, group: str, topic: str) -> bool:
@@ -135,6 +151,45 @@ def _report(messages: list[Any], run_id: str) -> int:
         print(f"{spec.table:<{width}}  {want:>8}  " + "  ".join(f"{c:>13}" for c in got))
     print("\nevery sink holds exactly the newest row per key" if ok else "\nMISMATCH")
     return 0 if ok else 1
+
+
+def _where(topic: str, prefix: str, run_id: str, config: Path | None) -> None:
+    """Where the demo's data went, and the command that shows each part of it."""
+    settings = load_settings()
+    pg, es, ch = settings.sinks.postgres, settings.sinks.elasticsearch, settings.sinks.clickhouse
+    es_url = re.sub(r"//[^/@]*@", "//", es.hosts[0]).rstrip("/")
+    ch_url = f"http://{ch.host or '127.0.0.1'}:{ch.port}"
+    saved = config.relative_to(REPO) if config else "?"
+    table = DEFAULT_TABLES[0].table
+    rows = [
+        ("topic", f"{topic} (6 partitions, all three tables)", ""),
+        ("groups", f"{prefix}-postgres, {prefix}-elasticsearch, {prefix}-clickhouse", ""),
+        ("config", f"{saved} (also .devstack/demo/latest.yaml)", ""),
+        (
+            "postgres",
+            f"schema demo_{run_id} in database {pg.dbname}",
+            f'PGPASSWORD="$FANOUT_SINKS__POSTGRES__PASSWORD" psql -h {pg.host} -p {pg.port} '
+            f"-U {pg.user} {pg.dbname} -c 'SELECT count(*) FROM demo_{run_id}.{table}'",
+        ),
+        (
+            "elasticsearch",
+            f"aliases demo_{run_id}_<table>",
+            f"curl -s '{es_url}/demo_{run_id}_{table}/_count'",
+        ),
+        (
+            "clickhouse",
+            f"tables demo_{run_id}_<table>, views demo_{run_id}_<table>_current",
+            f"curl -s '{ch_url}/' --data-binary "
+            f"'SELECT count() FROM demo_{run_id}_{table}_current'",
+        ),
+        ("lag", "every sink's group, per partition", f"fanout --config {saved} lag"),
+        ("DLQ", f"{prefix}.dlq.<sink> (empty)", f"fanout --config {saved} dlq ls --sink postgres"),
+    ]
+    print('\nwhere the demo\'s data is (first: eval "$(python3 scripts/devstack env)"):')
+    for what, where, command in rows:
+        print(f"  {what:<14} {where}")
+        if command:
+            print(f"  {'':<14} $ {command}")
 
 
 def _postgres_counts(settings: Any, schema: str) -> dict[str, int]:
