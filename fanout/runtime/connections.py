@@ -100,7 +100,7 @@ def kafka_unreachable(kafka: KafkaSettings, said: Sequence[str], waited_s: float
         return (
             f"Kafka at {where} (kafka.bootstrap_servers) refused fanout: {reason.text} — check "
             "kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username and "
-            "kafka.sasl_password (FANOUT_KAFKA__SASL_PASSWORD)"
+            "kafka.sasl_password or kafka.sasl_password_file (FANOUT_KAFKA__SASL_PASSWORD[_FILE])"
         )
     if reason.kind == "tls":
         return (
