@@ -330,7 +330,12 @@ class KafkaSettings(_Section):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     ssl_key_password_file: str | None = None
-    session_timeout_ms: int = Field(45_000, gt=0)
+    # How long the broker keeps a member that stopped heartbeating (SIGKILL, OOM, a lost node)
+    # and its partitions: a restarted worker gets none before. Kafka's 45 s meant ~45 s of
+    # nothing after every crash; at 10 s the dead member is gone about when its successor has
+    # started (bench/rejoin.py; docs/OPERATIONS.md, "Start-up, restart and rejoin").
+    # librdkafka heartbeats from its own thread, so slow batches never miss one.
+    session_timeout_ms: int = Field(10_000, gt=0)
     max_poll_interval_ms: int = Field(300_000, gt=0)
     # Static group membership (librdkafka group.instance.id): a restarted member with the same
     # id takes its partitions back without a rebalance. Unique per process; the Helm chart
