@@ -107,7 +107,10 @@ def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> None:
     quiet.setLevel(logging.DEBUG)
     errors: list[KafkaError] = []
     conf: dict[str, Any] = {**kafka.client_config(), "logger": quiet, "error_cb": errors.append}
-    admin = AdminClient(conf)
+    try:
+        admin = AdminClient(conf)
+    except KafkaException as exc:  # librdkafka refused the settings themselves
+        raise KafkaUnreachable(_refused_settings(kafka, exc)) from None
     deadline = time.monotonic() + timeout_s
     last: str = ""
     while True:
@@ -121,6 +124,20 @@ def probe(kafka: KafkaSettings, timeout_s: float | None = None) -> None:
         said = [*seen.lines, *(error.str() for error in errors)]
         if remaining <= 0 or any(_hopeless(line) for line in said):
             raise KafkaUnreachable(kafka_unreachable(kafka, said or [last], timeout_s))
+
+
+def _refused_settings(kafka: KafkaSettings, exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    text = error.str() if isinstance(error, KafkaError) else str(error)
+    text = text.removeprefix("Failed to create admin client: ")
+    hint = "check the kafka.* settings (fanout check-config prints them)"
+    if "sasl.password" in text:
+        hint = (
+            "set kafka.sasl_password or kafka.sasl_password_file "
+            "(FANOUT_KAFKA__SASL_PASSWORD[_FILE]) and kafka.sasl_username"
+        )
+    where = kafka.bootstrap_servers
+    return f"cannot use Kafka at {where}: librdkafka refused the settings: {text} — {hint}"
 
 
 def _hopeless(line: str) -> bool:

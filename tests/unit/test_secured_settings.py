@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from fanout.errors import ConfigError
 from fanout.redact import masked, secret_values
+from fanout.runtime.kafka import KafkaUnreachable, probe
 from fanout.settings import load_settings
 
 SECRET = "s3cret-Passw0rd-value"
@@ -176,3 +177,13 @@ def test_check_config_dump_masks_secrets_read_from_files(tmp_path: Path) -> None
     printed = json.dumps(masked(dumped, secrets=secret_values(settings)))
     assert SECRET not in printed
     assert json.loads(printed)["kafka"]["sasl_password_file"].endswith("secret")
+
+
+def test_sasl_without_a_password_is_one_line_at_start_not_a_traceback() -> None:
+    kafka = load_settings(kafka=SCRAM).kafka  # the password may come later: not a config error
+    with pytest.raises(KafkaUnreachable) as info:
+        probe(kafka, timeout_s=1)  # librdkafka refuses the settings before any connection
+    line = str(info.value)
+    assert "\n" not in line
+    assert "sasl.username and sasl.password must be set" in line
+    assert "kafka.sasl_password_file" in line
