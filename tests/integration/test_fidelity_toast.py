@@ -147,7 +147,41 @@ def elasticsearch_probe(request: pytest.FixtureRequest) -> SinkProbe:
     return probe
 
 
+def postgres_probe(request: pytest.FixtureRequest) -> SinkProbe:
+    pg: psycopg.Connection[Any] = request.getfixturevalue("pg")
+    endpoints: Endpoints = request.getfixturevalue("endpoints")
+    schema = unique("toast")
+
+    def read(target: str) -> Rows:
+        found = pg.execute(
+            "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = %s", (schema, target)
+        ).fetchone()
+        if found is None:
+            return {}
+        names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        table = sql.Identifier(schema, target)
+        cur = pg.execute(sql.SQL("SELECT {} FROM {}").format(names, table))
+        rows = {}
+        for values in cur.fetchall():
+            row = dict(zip(COLUMNS, values, strict=True))
+            row["blob"] = None if row["blob"] is None else bytes(row["blob"])
+            rows[row["id"]] = row
+        return rows
+
+    def stored_form(row: dict[str, Any], unknown: Collection[str]) -> dict[str, Any]:
+        return {**row, **dict.fromkeys(unknown)}  # NULL
+
+    probe = SinkProbe("postgres", {"schema": schema, **endpoints.pg}, read, stored_form)
+    probe.cleanup.append(
+        lambda: pg.execute(
+            sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+        )
+    )
+    return probe
+
+
 SINKS: dict[str, Callable[[pytest.FixtureRequest], SinkProbe]] = {
+    "postgres": postgres_probe,
     "clickhouse": clickhouse_probe,
     "elasticsearch": elasticsearch_probe,
 }
