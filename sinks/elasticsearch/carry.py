@@ -74,7 +74,13 @@ def carry_forward(
     ``physical(target)`` names the index the documents live in. Nothing is read when every
     entry is whole."""
     carried = Carried()
-    partial = [(entry, lacks) for entry in entries if (lacks := missing_fields(entry))]
+    partial = [
+        (entry, lacks)
+        for entry in entries
+        if (row := entry.event.row) is not None
+        and len(row) < len(entry.event.columns)  # the only per-entry cost of whole rows
+        and (lacks := missing_fields(entry))
+    ]
     if not partial:
         return carried
     if client is None:
