@@ -104,10 +104,10 @@ class Json:
 
     What the source holds reaches every sink as it is: numbers keep every digit (no float64
     rounding), the JSON ``null`` (``Json("null")``) stays apart from SQL NULL (``None``), and
-    shapes may differ from row to row. ``text`` is one complete JSON value (the decoder checks
-    it; anything built by hand must be too), as the connector sent it — for a PostgreSQL jsonb
-    column, PostgreSQL's own output. Sinks write the text (PostgreSQL json/jsonb, a ClickHouse
-    String) or embed it in a document (Elasticsearch). Equal when the texts are equal.
+    shapes may differ from row to row. ``text`` is the JSON text as the connector sent it (for
+    a PostgreSQL jsonb column, PostgreSQL's own output; the databases store only valid JSON,
+    and the decoder does not parse it). Sinks write the text (PostgreSQL json/jsonb, a
+    ClickHouse String) or embed it in a document (Elasticsearch). Equal when the texts are.
     """
 
     __slots__ = ("text",)

@@ -31,14 +31,14 @@ from typing import Any, ClassVar
 from elasticsearch import Elasticsearch
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Op
+from fanout.events import ChangeEvent, Column, Op
 from fanout.settings import ElasticsearchSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
 from sinks.elasticsearch.carry import carry_forward
 from sinks.elasticsearch.errors import classify, mapped_errors
 from sinks.elasticsearch.schema import Indices, check_index_names
-from sinks.elasticsearch.types import JsonColumnCache, bulk_lines, document_id
+from sinks.elasticsearch.types import NO_JSON, JsonColumnCache, bulk_lines, document_id
 from sinks.elasticsearch.write import BulkReport, BulkWriter, Entry
 
 log = logging.getLogger(__name__)
@@ -208,8 +208,11 @@ class ElasticsearchSink(BatchSink[str, Index]):
         for batch in batches:
             target, alias = batch.target, batch.context.alias
             mapped: set[str] = set()
+            schema: tuple[Column, ...] | None = None
+            found = NO_JSON
             for event, doc_id in batch.newest:
-                found = json_columns(event)
+                if event.columns is not schema or not schema:  # schemaless: per row
+                    schema, found = event.columns, json_columns(event)
                 if found.mapped:
                     mapped.update(found.mapped)
                 try:

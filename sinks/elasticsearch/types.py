@@ -176,7 +176,7 @@ def upsert_document(
         raise MappingError("an upsert event without a row")
     source = values(event.row)
     for name in json_columns:
-        if name in source and source[name] is None:
+        if source.get(name, source) is None:
             del source[name]
     for name, value in values(event.key).items():
         source.setdefault(name, value)

@@ -17,7 +17,7 @@ import pytest
 from elasticsearch import ConflictError, Elasticsearch, helpers
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Op, Origin
+from fanout.events import ChangeEvent, Json, Op, Origin
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.sink import ElasticsearchSink
@@ -277,16 +277,21 @@ def test_a_refused_newest_event_leaves_the_older_events_of_its_key_applied(
         change(2, 2, {"qty": 20}, offset=4),
         change(2, 3, {"qty": "nan either"}, offset=5),
         change(2, 4, {"qty": "nor this"}, offset=6),
+        change(3, 1, {"qty": 3, "doc": Json('{"a": [1]}')}, offset=7),
+        change(3, 2, {"qty": 3, "doc": Json('{"a":\n [1, }')}, offset=8),  # not JSON
     ]
     before = counted("items")
     failures = list(sink.write(batch))
-    assert sorted(f.origin.offset for f in failures) == [3, 5, 6]
+    assert sorted(f.origin.offset for f in failures) == [3, 5, 6, 8]
     assert all("document_parsing_exception" in str(f.error) for f in failures)
-    # key 1: the delete before the refused upsert is applied; key 2: the newest it could take
-    assert rows_of(searched(es, prefix + "items")) == {"2": {"id": 2, "qty": 20}}
+    # key 1: the delete before the refused upsert is applied; keys 2 and 3: the newest that can
+    assert rows_of(searched(es, prefix + "items")) == {
+        "2": {"id": 2, "qty": 20},
+        "3": {"id": 3, "qty": 3, "doc": {"a": [1]}},
+    }
     tombstone = es.get(index=prefix + "items.fanout", id="1")["_source"]
     assert tombstone["_fanout_deleted"] is True and tombstone["_fanout_version"] == 3
-    assert counted_since(before, "items") == (2, 1)  # delete + upsert; one superseded
+    assert counted_since(before, "items") == (3, 1)  # delete + 2 upserts; one superseded
 
 
 def test_truncate_clears_older_documents_and_keeps_out_older_replays(
