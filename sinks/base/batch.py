@@ -191,15 +191,25 @@ class BatchSink(ABC, Generic[P, C]):
         self, batch: Sequence[ChangeEvent], failures: Failures
     ) -> dict[str, list[ChangeEvent]]:
         groups: dict[str, list[ChangeEvent]] = {}
-        for event in batch:
-            verdict = self._target_verdict(event)
+        verdicts = self._target_verdicts
+        truncate, upsert = Op.TRUNCATE, Op.UPSERT
+        for event in batch:  # runs once per record: the checks are inlined
+            verdict = verdicts.get(event.target) or self._target_verdict(event)
             if type(verdict) is not str:
                 failures.reject(event, verdict)  # type: ignore[arg-type]
                 continue
-            problem = event_problem(event)
-            if problem is not None:
-                failures.reject(event, MappingError(problem))
-                continue
+            op = event.op
+            if op is not truncate:
+                keys = event.key
+                if (
+                    not keys
+                    or None in keys.values()
+                    or dict in map(type, keys.values())
+                    or not 0 <= event.version <= MAX_VERSION
+                    or (op is upsert and event.row is None)
+                ):
+                    failures.reject(event, MappingError(event_problem(event) or "invalid event"))
+                    continue
             group = groups.get(verdict)
             if group is None:
                 group = groups[verdict] = []

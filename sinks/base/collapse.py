@@ -47,10 +47,16 @@ def collapse(
     newest = out.newest
     considered = 0
     width = len(key)
+    single = key[0] if width == 1 else None
     for event, payload in zip(events, payloads, strict=True):
         if payload is None:
             continue
-        ident = _identity(event.key, key, width)
+        keys = event.key
+        if single is not None and len(keys) == 1 and single in keys:  # most tables: inlined
+            value = keys[single]
+            ident: Identity | None = (tuple(value),) if type(value) is list else (value,)
+        else:
+            ident = _identity(keys, key, width)
         if ident is None:
             out.rejected.append((event, _key_mismatch(event, key)))
             continue
