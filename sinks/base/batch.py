@@ -39,7 +39,7 @@ from typing import ClassVar, Generic, TypeVar
 from fanout.errors import FanoutError, MappingError
 from fanout.events import ChangeEvent, Failure, Op
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
-from sinks.base.collapse import collapse, fill_missing_columns, has_missing_columns
+from sinks.base.collapse import collapse, fill_missing_columns
 from sinks.base.errors import Verdict, mapped_errors
 from sinks.base.fallback import Candidates
 
@@ -247,8 +247,11 @@ class BatchSink(ABC, Generic[P, C]):
         truncate = Op.TRUNCATE
         changes = [event for event in events if event.op is not truncate]
         truncates = len(events) - len(changes)
-        if any(map(has_missing_columns, changes)):
-            changes = fill_missing_columns(changes)
+        for event in changes:  # inlined has_missing_columns: it runs once per record
+            row = event.row
+            if row is not None and len(row) < len(event.columns):
+                changes = fill_missing_columns(changes)
+                break
         prepared = self.prepare(target, changes, failures)
         plan: TargetBatch[P, C] = TargetBatch(target, prepared.context, events)
         if truncates:
