@@ -313,6 +313,9 @@ class KafkaSettings(_Section):
     topic_pattern: str | None = None  # a regex; librdkafka subscribes to "^" + pattern
     group_prefix: str = "fanout"
     dlq_prefix: str = "fanout.dlq"
+    # Topic globs whose rows are ExtractNewRecordState output (flattened) although they carry
+    # none of its __ fields or headers; elsewhere such a row is not taken (DLQ, stage decode).
+    flattened_topics: list[str] = Field(default_factory=list)
     client_id: str = "fanout"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None

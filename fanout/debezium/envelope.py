@@ -12,6 +12,13 @@ Forms (see docs/ENVELOPES.md): JsonConverter output with ``schemas.enable`` true
 ``op``) of the Postgres and MySQL connectors; the ``ExtractNewRecordState`` row with its ``__``
 fields; tombstones. ``version`` comes from the source position, never from the Kafka offset.
 
+What is refused (``DecodeError``, so the record goes to the DLQ and no sink applies it): a value
+that is neither an envelope nor a flattened row — a row counts as flattened only on a topic
+declared flattened (``kafka.flattened_topics``) or when it carries the SMT's own fields or
+headers (``__deleted``, ``__op``, ``__table``, ``__lsn``, ``__source_*``, …); a value that does
+not fit its declared type (``types``); a key column that is null, or that the row gives another
+value (sinks would apply the record under different ids); a version beyond int64.
+
 Speed: each message costs one JSON parse of its payload and one of its key payload. The
 schema part of a wrapped message is matched by its exact bytes against plans built once per
 distinct schema (``_envelope_json.PlanCache``), so it is neither parsed nor walked again.
@@ -20,7 +27,7 @@ distinct schema (``_envelope_json.PlanCache``), so it is neither parsed nor walk
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +36,7 @@ from fanout.debezium.types import EMPTY_PLAN, RowPlan, plan_row
 from fanout.debezium.versions import Position, describe, resolve_version
 from fanout.errors import DecodeError
 from fanout.events import ChangeEvent, Op, Origin
-from fanout.settings import VersionSource
+from fanout.settings import KafkaSettings, VersionSource
 
 TombstoneMode = Literal["auto", "delete", "skip"]
 
@@ -44,6 +51,20 @@ _FLAT_POSITION = (
     ("row", "__row"),
     ("ts_ms", "__source_ts_ms"),
 )
+# ExtractNewRecordState's metadata with its default "__" prefix, as add.fields puts it in the
+# value or add.headers in the headers: ``__deleted`` (delete handling "rewrite"), envelope fields
+# (op, ts_ms) and source fields (table, lsn, …; "source.x" becomes "__source_x").
+_SMT_FIELDS = frozenset(
+    {
+        *("__deleted", "__op", "__ts_ms", "__ts_us", "__ts_ns"),
+        *("__table", "__schema", "__db", "__lsn", "__file", "__pos", "__row", "__txId"),
+        *("__xmin", "__sequence", "__snapshot", "__connector", "__name", "__version"),
+        *("__server_id", "__gtid", "__thread", "__query"),
+    }
+)
+_SMT_SOURCE_PREFIX = "__source_"
+# Header values are text; these are the position fields a version is made of.
+_NUMERIC_META = frozenset({"__lsn", "__pos", "__row", "__source_ts_ms", "__ts_ms"})
 MISSING_KEY = (
     "missing key: the message has no key, so the row cannot be identified (a source table "
     "without a primary key cannot be kept in step; give it one or set the connector's "
@@ -78,6 +99,50 @@ def _key_plan(schema: Mapping[str, Any]) -> _KeyPlan:
     parts = str(schema.get("name", "")).split(".")
     table = f"{parts[-3]}.{parts[-2]}" if len(parts) >= 4 and parts[-1] == "Key" else None
     return _KeyPlan(plan_row(schema), table)
+
+
+def _smt_marked(names: Mapping[str, Any]) -> bool:
+    """Whether ``names`` (a row's fields) include ExtractNewRecordState metadata."""
+    if not _SMT_FIELDS.isdisjoint(names):
+        return True
+    return any(name.startswith(_SMT_SOURCE_PREFIX) for name in names)
+
+
+def _header_meta(headers: Sequence[tuple[str, bytes]]) -> dict[str, Any]:
+    """ExtractNewRecordState metadata put in headers (``add.headers``), with numbers as ints."""
+    meta: dict[str, Any] = {}
+    for name, raw in headers:
+        if name in _SMT_FIELDS or name.startswith(_SMT_SOURCE_PREFIX):
+            text = raw.decode("utf-8", "replace") if raw is not None else None
+            if name in _NUMERIC_META and text is not None and text.isdigit():
+                meta[name] = int(text)
+            else:
+                meta[name] = text
+    return meta
+
+
+def _disagreement(key: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+    """Why ``row`` cannot be the row of ``key`` (a key column with another value), or None."""
+    for name, value in key.items():
+        other = row.get(name, value)  # a key column the row leaves out is not contradicted
+        if other != value and not (other != other and value != value):  # NaN is NaN here
+            return (
+                f"key and value disagree: key column {name!r} is {value!r} in the key but"
+                f" {other!r} in the value; sinks would apply it under different ids"
+            )
+    return None
+
+
+def _agree(key: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+    reason = _disagreement(key, row)
+    if reason is not None:
+        raise DecodeError(reason)
+
+
+def _lone_schema(payload: Mapping[str, Any]) -> bool:
+    """``{"schema": {…}}`` with no ``payload``: JsonConverter framing missing its half."""
+    schema = payload.get("schema")
+    return "payload" not in payload and isinstance(schema, dict) and "type" in schema
 
 
 def _schemaless_form(payload: Mapping[str, Any]) -> Literal["envelope", "flat", "ignore"]:
@@ -119,16 +184,20 @@ class Decoder:
     ``version_source`` maps topic globs to a version source (first match wins, default
     ``"auto"``). ``tombstones``: ``"auto"`` treats a tombstone as a delete unless this decoder
     has seen the topic carry its deletes in-band (a full envelope, or a flattened record with
-    ``__deleted``); ``"delete"`` / ``"skip"`` force it.
+    ``__deleted``); ``"delete"`` / ``"skip"`` force it. ``flattened_topics``: topic globs whose
+    rows are ``ExtractNewRecordState`` output even without its ``__`` fields or headers.
     """
 
     def __init__(
         self,
         version_source: Mapping[str, VersionSource] | None = None,
         tombstones: TombstoneMode = "auto",
+        flattened_topics: Sequence[str] = (),
     ) -> None:
         self._rules = tuple((version_source or {}).items())
         self._tombstones = tombstones
+        self._flattened_globs = tuple(flattened_topics)
+        self._flattened: dict[str, bool] = {}  # topic -> declared flattened
         self._topic_rules: dict[str, VersionSource] = {}
         # topic -> whether its deletes arrive as records of their own (then tombstones are
         # redundant); absent until a row on the topic has been seen.
@@ -138,6 +207,11 @@ class Decoder:
         self._values = PlanCache("value", _value_plan)
         self._keys = PlanCache("key", _key_plan)
 
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings) -> Decoder:
+        """The decoder the ``kafka`` settings describe (version sources, tombstones, forms)."""
+        return cls(kafka.version_source, kafka.tombstones, kafka.flattened_topics)
+
     def decode(self, origin: Origin) -> ChangeEvent | None:
         try:
             return self._decode(origin)
@@ -145,7 +219,7 @@ class Decoder:
             raise DecodeError(f"malformed Debezium message: {exc!r}") from exc
 
     def _decode(self, origin: Origin) -> ChangeEvent | None:
-        key, key_table = self._decode_key(origin.key)
+        key, raw_key, key_table = self._decode_key(origin.key)
         if not origin.value:
             return self._tombstone(origin, key, key_table)
         plan, payload = self._values.parse(origin.value)
@@ -155,50 +229,108 @@ class Decoder:
             raise DecodeError(
                 f"value is not a Debezium change event: a JSON {type(payload).__name__}"
             )
-        form = plan.form if plan else _schemaless_form(payload)
-        row_plan = plan.row if plan else EMPTY_PLAN
+        if plan is None:
+            form, row_plan = _schemaless_form(payload), None
+        else:
+            form, row_plan = plan.form, plan.row
+            if key is not None and raw_key is None:
+                # A bare key with a wrapped value: its columns are the row's, typed alike.
+                key = raw_key = row_plan.convert(key)
         if form == "envelope":
-            return self._from_envelope(origin, payload, row_plan, key)
+            return self._from_envelope(origin, payload, row_plan, key, raw_key)
         if form == "flat":
-            return self._from_flat(origin, payload, row_plan, key)
+            self._check_flat(origin, payload, plan is None)
+            return self._from_flat(origin, payload, row_plan, key, raw_key)
         return None
 
-    def _decode_key(self, raw: bytes | None) -> tuple[dict[str, Any] | None, str | None]:
+    def _decode_key(
+        self, raw: bytes | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, str | None]:
+        """``(key, key as sent, table)``: the key as sent only when it had a schema (a copy
+        where converting changed it), to compare with a value that had none."""
         if not raw:
-            return None, None
+            return None, None, None
         plan, payload = self._keys.parse(raw)
         if payload is None:
-            return None, None
+            return None, None, None
         if not isinstance(payload, dict):
             raise DecodeError(f"key is not a JSON object but a JSON {type(payload).__name__}")
         if plan is None:
-            return payload, None
-        return plan.row.convert(payload), plan.table
+            key, sent = payload, None
+        else:
+            sent = dict(payload) if plan.row.may_change else payload
+            key = plan.row.convert(payload)
+        if None in key.values():
+            name = next(name for name, value in key.items() if value is None)
+            raise DecodeError(f"key column {name!r} is null: the row cannot be identified")
+        return key, sent, None if plan is None else plan.table
+
+    def _check_flat(self, origin: Origin, payload: dict[str, Any], schemaless: bool) -> None:
+        """Accept ``payload`` as a flattened row only where it is known to be one."""
+        if schemaless and _lone_schema(payload):
+            raise DecodeError("value is a JsonConverter schema without a payload: nothing to apply")
+        topic = origin.topic
+        declared = self._flattened.get(topic)
+        if declared is None:
+            globs = self._flattened_globs
+            declared = self._flattened[topic] = any(
+                fnmatch.fnmatchcase(topic, glob) for glob in globs
+            )
+        if declared or _smt_marked(payload) or _smt_marked(dict(origin.headers)):
+            return
+        fields = ", ".join(sorted(map(str, payload))[:8]) or "none"
+        raise DecodeError(
+            "value is neither a Debezium envelope (before/after/source/op) nor a known"
+            f" flattened row: topic {topic!r} is not in kafka.flattened_topics and the record"
+            " carries no ExtractNewRecordState field or header (__deleted, __op, __table,"
+            f" __lsn, __source_ts_ms, …); its fields: {fields}"
+        )
 
     def _from_envelope(
-        self, origin: Origin, payload: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
+        self,
+        origin: Origin,
+        payload: dict[str, Any],
+        row_plan: RowPlan | None,
+        key: dict[str, Any] | None,
+        raw_key: dict[str, Any] | None,
     ) -> ChangeEvent | None:
         op = payload.get("op")
         if op == "m":
             return None  # a logical-decoding message: no row
         source = payload.get("source") or {}
         table = self._envelope_table(origin.topic, source)
+        plan = row_plan or EMPTY_PLAN
         if op == "t":
             key, row, kind = {}, None, Op.TRUNCATE
         else:
-            row, kind = _envelope_row(op, payload, row_plan)
+            row, kind = _envelope_row(op, payload, plan)
             if not key:
                 raise DecodeError(MISSING_KEY)
+            image = row if row is not None else payload.get("before")
+            if isinstance(image, dict):
+                if row is None and row_plan is not None:  # a delete's before-image, unconverted
+                    image = row_plan.convert_some({n: image[n] for n in key if n in image})
+                sent = key if row_plan is not None else raw_key or key
+                for name, value in sent.items():  # inline: the hot path
+                    if image.get(name, value) != value:
+                        _agree(sent, image)  # raises, unless it is NaN against NaN
             # Only row events show deletes travel in-band (truncates may pass an SMT unflattened).
             self._in_band[origin.topic] = True
         version = self._version(origin, source, "source.", flattened=False)
         ts_ms = source.get("ts_ms")
-        return ChangeEvent(kind, table, key, row, version, ts_ms, origin, row_plan.columns)
+        return ChangeEvent(kind, table, key, row, version, ts_ms, origin, plan.columns)
 
     def _from_flat(
-        self, origin: Origin, row: dict[str, Any], row_plan: RowPlan, key: dict[str, Any] | None
+        self,
+        origin: Origin,
+        row: dict[str, Any],
+        row_plan: RowPlan | None,
+        key: dict[str, Any] | None,
+        raw_key: dict[str, Any] | None,
     ) -> ChangeEvent:
         meta = {name: row.pop(name) for name in [name for name in row if name.startswith("__")]}
+        if origin.headers:
+            meta = _header_meta(origin.headers) | meta  # fields win over headers
         if not key:
             raise DecodeError(MISSING_KEY)
         if "__deleted" in meta:
@@ -209,13 +341,19 @@ class Decoder:
         position = {name: meta.get(field) for name, field in _FLAT_POSITION}
         version = self._version(origin, position, "__", flattened=True)
         source_ts_ms = position["ts_ms"]
-        if meta.get("__deleted") in (True, "true") or meta.get("__op") == "d":
+        plan = row_plan or EMPTY_PLAN
+        deleted = meta.get("__deleted") in (True, "true") or meta.get("__op") == "d"
+        if deleted and row_plan is not None:  # the before-image: its key columns only
+            image = row_plan.convert_some({n: row[n] for n in key if n in row})
+        else:
+            image = row if deleted else plan.convert(row)
+        _agree(key if row_plan is not None else raw_key or key, image)
+        if deleted:
             return ChangeEvent(
-                Op.DELETE, table, key, None, version, source_ts_ms, origin, row_plan.columns
+                Op.DELETE, table, key, None, version, source_ts_ms, origin, plan.columns
             )
-        converted = row_plan.convert(row)
         return ChangeEvent(
-            Op.UPSERT, table, key, converted, version, source_ts_ms, origin, row_plan.columns
+            Op.UPSERT, table, key, image, version, source_ts_ms, origin, plan.columns
         )
 
     def _tombstone(

@@ -16,6 +16,9 @@ Sources, in the order ``"auto"`` tries them:
   ``binlog-row-event-max-size`` (8 KiB by default, every row at least one byte). A value out of
   range is a ``DecodeError``, never a silently wrapped version.
 * ``ts_ms``: ``source.ts_ms`` (flattened: ``__source_ts_ms``, else the Kafka timestamp).
+
+Every version is in 0..2^63-1 (what the sinks store): a position beyond it is a
+``DecodeError``, never a wrapped or clamped version.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from fanout.errors import DecodeError
 Position = Mapping[str, Any]
 
 FILE_BITS, POS_BITS, ROW_BITS = 18, 32, 13
+MAX_VERSION = 2**63 - 1  # versions are signed 64-bit in every sink
 
 
 def pack_binlog(file_index: int, pos: int, row: int) -> int:
@@ -40,8 +44,10 @@ def pack_binlog(file_index: int, pos: int, row: int) -> int:
 
 
 def _integer(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if type(value) is not int or value < 0:  # a bool is an int to isinstance
         raise DecodeError(f"{what} is not a non-negative integer: {value!r}")
+    if value > MAX_VERSION:
+        raise DecodeError(f"{what} {value} does not fit a version (a signed 64-bit integer)")
     return value
 
 

@@ -270,7 +270,7 @@ class TableResolver:
     """The source table of an entry, from its original key and value."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self._decoder = Decoder(kafka.version_source, tombstones=kafka.tombstones)
+        self._decoder = Decoder.from_settings(kafka)
 
     def table_of(self, entry: DlqEntry) -> str | None:
         try:

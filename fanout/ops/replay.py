@@ -150,7 +150,7 @@ class Replayer:
         self._sink_settings = settings.sinks.get(sink_name)
         self._dry_run = dry_run
         self._give_up_after_s = give_up_after_s
-        self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
+        self._decoder = Decoder.from_settings(settings.kafka)
         self._router = Router(self._sink_settings.routing)
         self._stop = threading.Event()
         self._give_up_at = 0.0

@@ -152,7 +152,7 @@ class SinkWorker:
         self.status.hung_after_s = self._sink_settings.hung_after_s
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
-        self._decoder = Decoder(settings.kafka.version_source, tombstones=settings.kafka.tombstones)
+        self._decoder = Decoder.from_settings(settings.kafka)
         self._router = self._options.router or Router(self._sink_settings.routing)
         self._pending: _Batch | None = None  # polled, not handed to the sink yet
         self._in_flight: _InFlight | None = None

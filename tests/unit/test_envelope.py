@@ -159,13 +159,14 @@ def test_flattened_not_deleted_is_an_upsert() -> None:
     ],
 )
 def test_flattened_table_name(meta: dict[str, object], topic: str, table: str) -> None:
-    assert decoded(flat({"id": 1} | meta), topic=topic).table == table
+    declared = Decoder(flattened_topics=["srv.*", "orders_topic"])  # rows without __ fields
+    assert decoded(flat({"id": 1} | meta), declared, topic=topic).table == table
 
 
 def test_flattened_version_falls_back_from_lsn_to_source_ts_to_kafka_timestamp() -> None:
     assert decoded(flat({"id": 1, "__lsn": 5, "__source_ts_ms": 6})).version == 5
     assert decoded(flat({"id": 1, "__source_ts_ms": 6})).version == 6
-    assert decoded(flat({"id": 1})).version == KAFKA_TS
+    assert decoded(flat({"id": 1}), Decoder(flattened_topics=["dbserver1.*"])).version == KAFKA_TS
 
 
 # -- tables and versions ---------------------------------------------------------------------

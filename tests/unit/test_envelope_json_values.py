@@ -55,6 +55,7 @@ def same(value: Any, expected: Any) -> bool:
 
 
 INT64 = {"type": "int64"}
+UNTYPED = {"type": "a type Kafka Connect does not have"}  # kept as sent: the parser's value
 DOUBLE = {"type": "double"}
 STRING = {"type": "string"}
 STRUCT = {"type": "struct", "fields": []}
@@ -64,12 +65,13 @@ JSON_COLUMN = {"type": "string", "name": "io.debezium.data.Json"}
 @pytest.mark.parametrize(
     ("connect", "text"),
     [
-        (INT64, b"18446744073709551615"),  # the largest integer orjson keeps
-        (INT64, b"18446744073709551616"),
+        (INT64, b"9223372036854775807"),
         (INT64, b"-9223372036854775808"),
-        (INT64, b"-9223372036854775809"),
-        (INT64, b"123456789012345678901234567890"),
         (INT64, b"-8446744073709551615"),
+        (UNTYPED, b"18446744073709551615"),  # the largest integer orjson keeps
+        (UNTYPED, b"18446744073709551616"),
+        (UNTYPED, b"-9223372036854775809"),
+        (UNTYPED, b"123456789012345678901234567890"),
         (DOUBLE, b"NaN"),
         (DOUBLE, b"Infinity"),
         (DOUBLE, b"-Infinity"),
@@ -92,6 +94,26 @@ def test_payload_values_are_what_json_loads_gives(connect: dict[str, Any], text:
     values = decoded_x(connect, text)
     assert len(values) == 3
     assert all(same(value, expected) for value in values), (values, expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"9223372036854775808",  # orjson parses it (an unsigned 64-bit integer)
+        b"18446744073709551615",
+        b"18446744073709551616",  # beyond 64 bits: the stdlib parses it
+        b"-9223372036854775809",
+        b"123456789012345678901234567890",
+    ],
+)
+def test_integers_beyond_int64_are_refused_with_a_schema_and_kept_without(text: bytes) -> None:
+    (first, _), (cached, _), (schemaless, bare_key) = messages(INT64, text)
+    decoder = Decoder()
+    for value in (first, cached):  # the schema parsed, then matched by its bytes
+        with pytest.raises(DecodeError, match=r"column 'x': .*\(int64\): .* out of the int64"):
+            decoder.decode(origin(value, key()))
+    row = decoded(schemaless, key_bytes=bare_key).row
+    assert row is not None and same(row["x"], json.loads(text))
 
 
 def test_numeric_decimals_beyond_64_bits_stay_exact() -> None:

@@ -233,7 +233,8 @@ def test_key_values_are_converted_with_the_key_schema() -> None:
         "name": "dbserver1.inventory.visits.Key",
     }
     key_bytes = wrapped(key_schema, {"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "day": 1})
-    event = decoded(dumps(envelope()), key_bytes=key_bytes)
+    after = {"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "day": 1, "n": 5}
+    event = decoded(dumps(envelope(after=after)), key_bytes=key_bytes)
     assert event.key == {"id": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", "day": dt.date(1970, 1, 2)}
 
 
