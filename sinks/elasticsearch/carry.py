@@ -94,8 +94,7 @@ def carry_forward(
         if source is None or source.get(DELETED_FIELD) is True:
             carried.unknown[id(entry)] = (entry.target, len(lacks))
             continue
-        # A field the live document does not have held no value there (a JSON column's SQL
-        # NULL is left out of documents): it stays absent.
+        # A field the live document does not have held no value there: it stays absent.
         values = {name: source[name] for name in lacks if name in source}
         if values:
             entry.lines = with_fields(entry.lines, values)
