@@ -5,7 +5,7 @@ so an upsert whose row lacks a column its schema declares (Debezium's placeholde
 unchanged TOASTed value, removed by the decoder; the batch template has already filled what an
 older event of the key in the batch carried) would drop that field. Before the bulk request,
 :func:`carry_forward` reads the stored documents of those keys only (one realtime ``mget`` on
-the physical indices) and appends the missing fields of a live one to the entry's encoded
+the physical indices, whole) and appends the missing fields of a live one to the entry's encoded
 source, as the stored document holds them (a field the live document lacks stays absent). A
 tombstone or no document at all leaves the fields absent; :meth:`Carried.count` counts them
 for the entries the store applied (``fanout_columns_unknown_total``).
@@ -13,25 +13,56 @@ for the entries the store applied (``fanout_columns_unknown_total``).
 The write itself is unchanged: ``external_gte`` with the event's version, so a stale event
 still loses to a newer document whatever was carried into it. Entries whose rows carry every
 declared column cost a length comparison each.
+
+Carried values are sent again digit for digit: the sink's client parses responses with
+:data:`SOURCE_SERIALIZERS`, the client's own JSON serializer except while this module reads
+stored documents, when numbers are kept as their text (a JSON column's ``1e-30`` or
+``1234567890.1234567890123456789`` would not survive a float).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from elasticsearch import Elasticsearch
+from elasticsearch.serializer import JsonSerializer
 
 from fanout.runtime.metrics import COLUMNS_UNKNOWN
 from sinks.elasticsearch.types import DELETED_FIELD
 from sinks.elasticsearch.write import Entry
 
 SINK = "elasticsearch"
-# Source filtering reads "*" as a wildcard and "." as a path: such names fetch the whole source.
-_UNFILTERABLE = ("*", ".", ",")
+_EXACT_NUMBERS: ContextVar[bool] = ContextVar("fanout_exact_numbers", default=False)
+
+
+class SourceSerializer(JsonSerializer):
+    """The client's JSON serializer, except inside :func:`exact_numbers`: then a response's
+    numbers are ``orjson.Fragment`` of their text, which orjson writes back unchanged."""
+
+    def json_loads(self, data: bytes) -> Any:
+        if _EXACT_NUMBERS.get():
+            return json.loads(data, parse_float=orjson.Fragment, parse_int=orjson.Fragment)
+        return super().json_loads(data)
+
+
+# For ``Elasticsearch(serializers=…)``; the client uses it for the compatible mimetype too.
+SOURCE_SERIALIZERS = {JsonSerializer.mimetype: SourceSerializer()}
+
+
+@contextmanager
+def exact_numbers() -> Iterator[None]:
+    """Responses read inside keep their numbers as text (with :data:`SOURCE_SERIALIZERS`)."""
+    token = _EXACT_NUMBERS.set(True)
+    try:
+        yield
+    finally:
+        _EXACT_NUMBERS.reset(token)
 
 
 @dataclass(slots=True)
@@ -85,10 +116,10 @@ def carry_forward(
         return carried
     if client is None:
         raise RuntimeError("ElasticsearchSink used before open()")
-    docs = [
-        _doc_request(physical(entry.target), document_id(entry), lacks) for entry, lacks in partial
-    ]
-    response = client.mget(docs=docs, realtime=True)
+    # Whole sources: one cut by source filtering is re-serialized, its numbers as doubles.
+    docs = [{"_index": physical(entry.target), "_id": document_id(entry)} for entry, _ in partial]
+    with exact_numbers():
+        response = client.mget(docs=docs, realtime=True)
     for (entry, lacks), stored in zip(partial, response["docs"], strict=True):
         source = stored.get("_source") if stored.get("found") else None
         if source is None or source.get(DELETED_FIELD) is True:
@@ -116,16 +147,9 @@ def with_fields(lines: bytes, values: dict[str, Any]) -> bytes:
     return lines[:-2] + b"," + added + b"}\n"
 
 
-def _doc_request(index: str, doc_id: str, lacks: list[str]) -> dict[str, Any]:
-    wanted: list[str] | bool = [*lacks, DELETED_FIELD]
-    if any(mark in name for name in lacks for mark in _UNFILTERABLE):
-        wanted = True
-    return {"_index": index, "_id": doc_id, "_source": wanted}
-
-
 def _encode(value: Any) -> bytes:
-    """JSON as the client read it from the store (orjson; the standard library for what orjson
-    refuses, such as integers beyond 64 bits)."""
+    """JSON as the client read it from the store (numbers as their text: see
+    :class:`SourceSerializer`; the standard library for what orjson refuses)."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:

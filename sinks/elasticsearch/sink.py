@@ -35,7 +35,7 @@ from fanout.events import ChangeEvent, Column, Op
 from fanout.settings import ElasticsearchSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
-from sinks.elasticsearch.carry import carry_forward
+from sinks.elasticsearch.carry import SOURCE_SERIALIZERS, carry_forward
 from sinks.elasticsearch.errors import classify, mapped_errors
 from sinks.elasticsearch.schema import Indices, check_index_names
 from sinks.elasticsearch.types import NO_JSON, JsonColumnCache, bulk_lines, document_id
@@ -92,7 +92,9 @@ class ElasticsearchSink(BatchSink[str, Index]):
     def open(self) -> None:
         """Connect, create the meta index and the indices of explicitly routed tables."""
         if self._client is None:
-            self._client = Elasticsearch(**client_options(self._settings))
+            self._client = Elasticsearch(
+                **client_options(self._settings), serializers=SOURCE_SERIALIZERS
+            )
             self._indices = Indices(self._client, self._settings)
             self._bulk = BulkWriter(self._client, self._settings, self._recreate)
         with mapped_errors("open"):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -21,7 +23,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from prometheus_client import REGISTRY
 
-from fanout.events import ChangeEvent, Column, Op, Origin
+from fanout.events import ChangeEvent, Column, Json, Op, Origin
 from fanout.settings import ClickHouseSettings, ElasticsearchSettings
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.clickhouse.types import quote_identifier
@@ -258,3 +260,19 @@ def test_elasticsearch_a_stale_partial_upsert_changes_nothing(
     write(es_sink, change(KEY, {**KEY, "n": 99}, 3))
     assert es_doc(KEY) == es_expected(FULL)
     assert unknown_total("elasticsearch", "pr") == before
+
+
+def test_elasticsearch_carried_json_keeps_every_digit(
+    es_sink: ElasticsearchSink, endpoints: Endpoints
+) -> None:
+    text = (
+        '{"exact":1234567890.1234567890123456789,"tiny":1e-30,"big":123456789012345678901234567890}'
+    )
+    write(es_sink, change(KEY, {**FULL, "doc": Json(text)}, 1))
+    write(es_sink, change(KEY, {**KEY, "n": 2}, 2))  # lacks doc: carried from the document
+    index = es_sink.indices.physical("pr")
+    doc_id = urllib.parse.quote(document_id(KEY), safe="")
+    url = f"{endpoints.es_hosts[0]}/{index}/_source/{doc_id}"
+    with urllib.request.urlopen(url, timeout=10) as response:  # raw: a client would round
+        raw = response.read()
+    assert b'"n":2' in raw and text.encode() in raw, raw[raw.find(b'"doc"') :][:300]

@@ -18,7 +18,9 @@ from sinks.elasticsearch.carry import (
     Carried as DocumentsCarried,
 )
 from sinks.elasticsearch.carry import (
+    SourceSerializer,
     document_id,
+    exact_numbers,
     missing_fields,
     with_fields,
 )
@@ -174,3 +176,16 @@ def test_unknown_fields_are_counted_for_applied_entries_only(applied: bool) -> N
     before = unknown_total(table)
     carried.count([partial] if applied else [])
     assert unknown_total(table) - before == (2 if applied else 0)
+
+
+NUMBERS = b'{"a":1234567890.1234567890123456789,"b":123456789012345678901234567890,"c":1e-30}'
+
+
+def test_stored_numbers_are_read_as_their_text_only_while_carrying() -> None:
+    serializer = SourceSerializer()
+    assert serializer.loads(NUMBERS) == json.loads(NUMBERS)  # the client's usual parse
+    with exact_numbers():
+        exact = serializer.loads(NUMBERS)
+    lines = with_fields(entry({"id": 7}).lines, exact)
+    assert lines.split(b"\n")[1].endswith(NUMBERS[1:])  # every digit sent again
+    assert serializer.loads(NUMBERS) == json.loads(NUMBERS)
