@@ -313,6 +313,13 @@ class KafkaSettings(_Section):
     topic_pattern: str | None = None  # a regex; librdkafka subscribes to "^" + pattern
     group_prefix: str = "fanout"
     dlq_prefix: str = "fanout.dlq"
+    # DLQ topics are created with these (cleanup.policy=delete): how long entries are kept
+    # (-1: forever), and the largest record; an entry larger than that is stored truncated
+    # (fanout.truncated header) and the producer sends nothing larger (message.max.bytes).
+    dlq_retention_ms: int = Field(30 * 24 * 3600 * 1000, ge=-1)
+    dlq_max_message_bytes: int = Field(1_000_000, ge=64 * 1024, le=100 * 1024 * 1024)
+    dlq_partitions: int = Field(1, gt=0)
+    dlq_replication_factor: int | None = Field(None, gt=0)  # None: the brokers' default
     # Topic globs whose rows are ExtractNewRecordState output (flattened) although they carry
     # none of its __ fields or headers; elsewhere such a row is not taken (DLQ, stage decode).
     flattened_topics: list[str] = Field(default_factory=list)

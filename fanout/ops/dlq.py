@@ -28,11 +28,14 @@ from fanout.debezium.envelope import Decoder
 from fanout.errors import DecodeError
 from fanout.events import Origin
 from fanout.ops.offsets import TP, KafkaOffsets, iso_ms
+from fanout.runtime.dlq import ORIGINAL_KEY_BYTES, ORIGINAL_VALUE_BYTES, TRUNCATED
 from fanout.runtime.kafka import dlq_topic, make_consumer
 from fanout.settings import KafkaSettings
 
 LEDGER_SUFFIX = ".replayed"
 MESSAGE_WIDTH = 60
+SHOWN_DEPTH = 32  # `dlq show` cuts JSON nested deeper (a record may nest thousands of levels)
+SHOWN_TEXT_CHARS = 4000  # of a text the JSON parser cannot take whole (shown as text)
 
 
 def ledger_topic(kafka: KafkaSettings, sink: str) -> str:
@@ -96,6 +99,18 @@ class DlqEntry:
     def failed_at_ms(self) -> int | None:
         return self._int("fanout.failed_at") or self.timestamp_ms
 
+    @property
+    def truncated(self) -> bool:
+        """Stored cut to the DLQ topic's size limit: the original is at its origin."""
+        return self.header(TRUNCATED) == "true"
+
+    def original_sizes(self) -> dict[str, int | None]:
+        """The original key's and value's sizes in bytes (a truncated entry's headers)."""
+        return {
+            "key_bytes": self._int(ORIGINAL_KEY_BYTES),
+            "value_bytes": self._int(ORIGINAL_VALUE_BYTES),
+        }
+
     def origin(self) -> Origin:
         """The original record as the sink first saw it (headers keep the attempt count)."""
         return Origin(
@@ -128,29 +143,81 @@ class DlqEntry:
                 "timestamp": iso_ms(origin.timestamp_ms),
             },
             "replayed": replayed,
+            "truncated": self.truncated,
         }
 
     def detail(self, table: str | None, replayed: bool) -> dict[str, Any]:
-        return {
+        shown_key, key_note = _readable(self.key)
+        shown_value, value_note = _readable(self.value)
+        detail = {
             **self.summary(table, replayed),
-            "headers": {key: value.decode("utf-8", "replace") for key, value in self.headers},
-            "key": _readable(self.key),
-            "value": _readable(self.value),
+            "headers": {name: raw.decode("utf-8", "replace") for name, raw in self.headers},
+            "key": shown_key,
+            "value": shown_value,
         }
+        notes = {"key": key_note, "value": value_note}
+        if self.truncated:
+            detail["original"] = self.original_sizes()
+            notes["truncated"] = _truncation_note(self)
+        if any(notes.values()):
+            detail["notes"] = {name: note for name, note in notes.items() if note}
+        return detail
 
 
-def _readable(raw: bytes | None) -> Any:
-    """JSON as the structure it holds, other text as a string, other bytes as their repr."""
+def _truncation_note(entry: DlqEntry) -> str:
+    sizes, origin = entry.original_sizes(), entry.origin()
+    return (
+        f"stored truncated to the DLQ topic's size limit (the original key had"
+        f" {sizes['key_bytes']} bytes, the value {sizes['value_bytes']}); the whole record is"
+        f" at {origin.topic}[{origin.partition}]@{origin.offset} while that topic keeps it"
+    )
+
+
+def _readable(raw: bytes | None) -> tuple[Any, str | None]:
+    """``(shown, note)``: JSON as the structure it holds (nesting cut at ``SHOWN_DEPTH``),
+    other text as a string, other bytes as their repr; the note says what was cut."""
     if raw is None:
-        return None
+        return None, None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        return repr(raw)
+        return repr(raw), None
     try:
-        return json.loads(text)
+        document = json.loads(text)
+    except RecursionError:
+        shown = text[:SHOWN_TEXT_CHARS]
+        return shown, (
+            f"JSON nested too deep to parse: shown as text, the first {len(shown)} of"
+            f" {len(text)} characters"
+        )
     except ValueError:
-        return text
+        return text, None
+    shown, cut = _cut_nesting(document, SHOWN_DEPTH)
+    note = (
+        f"JSON nested deeper than {SHOWN_DEPTH} levels: the deeper levels are cut" if cut else None
+    )
+    return shown, note
+
+
+def _cut_nesting(value: Any, levels: int) -> tuple[Any, bool]:
+    """``value`` with containers below ``levels`` replaced by a marker; whether any was."""
+    if not isinstance(value, dict | list):
+        return value, False
+    if levels <= 0:
+        return f"… ({'object' if isinstance(value, dict) else 'array'} cut)", True
+    cut = False
+    if isinstance(value, dict):
+        shown: dict[str, Any] = {}
+        for name, item in value.items():
+            shown[name], item_cut = _cut_nesting(item, levels - 1)
+            cut = cut or item_cut
+        return shown, cut
+    items = []
+    for item in value:
+        shown_item, item_cut = _cut_nesting(item, levels - 1)
+        items.append(shown_item)
+        cut = cut or item_cut
+    return items, cut
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -382,6 +449,8 @@ def render_detail(row: Selected) -> str:
         f"({origin['timestamp'] or 'no timestamp'})"
     )
     lines.append(f"  error: {detail['error']}")
+    for note in detail.get("notes", {}).values():
+        lines.append(f"  note: {note}")
     lines.append("headers:")
     lines.extend(f"  {key}: {value}" for key, value in detail["headers"].items())
     lines.append("key:")

@@ -36,8 +36,8 @@ from fanout.errors import DecodeError, MappingError, RetryableError
 from fanout.events import ChangeEvent, Failure, Origin
 from fanout.ops.dlq import DlqEntry, ledger_topic
 from fanout.runtime.delivery import Delivery, DeliveryHooks
-from fanout.runtime.dlq import DeadLetterQueue
-from fanout.runtime.kafka import dlq_topic, make_admin, make_producer
+from fanout.runtime.dlq import DeadLetterQueue, open_dead_letter_queue
+from fanout.runtime.kafka import make_admin, make_producer
 from fanout.runtime.routing import Router
 from fanout.settings import Settings
 from sinks import create_sink
@@ -167,11 +167,7 @@ class Replayer:
                 summary.outcomes.append(self._rehearse(entry))
             return summary
         sink = create_sink(self._sink_name, self._sink_settings)
-        dlq = DeadLetterQueue(
-            make_producer(self._settings.kafka),
-            dlq_topic(self._settings.kafka, self._sink_name),
-            self._sink_name,
-        )
+        dlq = open_dead_letter_queue(self._settings.kafka, self._sink_name)
         ledger = Ledger(self._settings, self._sink_name)
         try:
             self._open(sink)

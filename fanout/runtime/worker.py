@@ -65,7 +65,7 @@ from fanout.runtime.delivery import (
     unclassified,
     write_once,
 )
-from fanout.runtime.dlq import DeadLetterQueue
+from fanout.runtime.dlq import DeadLetterQueue, open_dead_letter_queue
 from fanout.runtime.health import WorkerStatus
 from fanout.runtime.messages import describe, next_offsets, origin_of, position, with_metadata
 from fanout.runtime.routing import Router
@@ -252,10 +252,7 @@ class SinkWorker:
                 self._rewind(self._consumer.consume(100, timeout=min(remaining, 1.0)))
 
     def _make_dlq(self) -> DeadLetterQueue:
-        kafka = self._settings.kafka
-        topic = kafka_clients.dlq_topic(kafka, self.sink_name)
-        kafka_clients.ensure_topic(kafka_clients.make_admin(kafka), topic)
-        return DeadLetterQueue(kafka_clients.make_producer(kafka), topic, self.sink_name)
+        return open_dead_letter_queue(self._settings.kafka, self.sink_name)
 
     def _subscribe(self) -> None:
         topics = self._options.topics or self._settings.kafka.subscription()

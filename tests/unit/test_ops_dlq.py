@@ -76,6 +76,7 @@ def test_summary_json_shape() -> None:
         "table",
         "origin",
         "replayed",
+        "truncated",
     }
     assert summary["origin"] == {
         "topic": "dbserver1.inventory.customers",
@@ -165,3 +166,55 @@ def test_replay_summary_counts() -> None:
     }
     dry = ReplaySummary(dry_run=True, outcomes=[EntryOutcome("0:1", "would_write")])
     assert dry.as_json()["written"] == 1
+
+
+def deep(levels: int) -> bytes:
+    return b'{"a": ' * levels + b"1" + b"}" * levels
+
+
+@pytest.mark.parametrize("levels", [100, 5_000, 200_000])
+def test_show_cuts_deep_nesting_and_says_so(levels: int) -> None:
+    e = DlqEntry(0, 9, b'{"id": 7}', deep(levels), entry().headers)
+    detail = e.detail(None, replayed=False)
+    text = render_detail(Selected(e, None, False))  # no RecursionError on the way
+    json.dumps(detail)
+    assert "note: JSON nested" in text
+    if levels == 100:  # parsed: 32 levels shown, the rest cut
+        assert detail["notes"]["value"].startswith("JSON nested deeper than 32 levels")
+        shown = detail["value"]
+        for _ in range(32):
+            shown = shown["a"]
+        assert shown == "… (object cut)"
+    else:  # too deep for the parser: the start of the text
+        assert detail["notes"]["value"].startswith("JSON nested too deep to parse")
+        assert detail["value"] == deep(levels).decode()[:4000]
+
+
+def test_a_truncated_entry_says_so_and_where_the_original_is() -> None:
+    e = entry()
+    headers = (
+        *e.headers,
+        ("fanout.truncated", b"true"),
+        ("fanout.original.key_bytes", b"9"),
+        ("fanout.original.value_bytes", b"2000000"),
+    )
+    cut = DlqEntry(0, 4, e.key, b'{"payload": {"op": "c", "aft', headers)
+    assert cut.truncated and not e.truncated
+    detail = cut.detail(None, replayed=False)
+    assert detail["truncated"] and detail["original"] == {"key_bytes": 9, "value_bytes": 2000000}
+    assert detail["value"] == '{"payload": {"op": "c", "aft'  # cut JSON: shown as text
+    text = render_detail(Selected(cut, None, False))
+    assert (
+        "note: stored truncated to the DLQ topic's size limit (the original key had 9 bytes,"
+        " the value 2000000); the whole record is at dbserver1.inventory.customers[2]@41"
+    ) in text
+
+
+def test_a_truncated_entry_replayed_and_failing_again_stays_marked_truncated() -> None:
+    marks = (("fanout.truncated", b"true"), ("fanout.original.value_bytes", b"2000000"))
+    stored = entry(headers=marks)
+    again = Failure(stored.origin(), "decode", MappingError("value is not valid JSON"))
+    headers = dict(dlq_headers(again, "postgres", 1))
+    assert headers["fanout.truncated"] == b"true"
+    assert headers["fanout.original.value_bytes"] == b"2000000"
+    assert headers["fanout.error.message"] == b"value is not valid JSON"  # ours, not the old

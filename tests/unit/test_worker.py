@@ -17,6 +17,7 @@ from confluent_kafka import Message, TopicPartition
 
 from fanout.errors import RetryableError
 from fanout.events import ChangeEvent, Failure
+from fanout.runtime import dlq as dlq_module
 from fanout.runtime import kafka as kafka_clients
 from fanout.runtime.worker import SinkWorker
 from fanout.settings import load_settings
@@ -252,6 +253,7 @@ def make_harness(
         monkeypatch.setattr(kafka_clients, "make_producer", lambda *_a, **_k: NullProducer())
         monkeypatch.setattr(kafka_clients, "make_admin", lambda *_a, **_k: None)
         monkeypatch.setattr(kafka_clients, "ensure_topic", lambda *_a, **_k: None)
+        monkeypatch.setattr(dlq_module, "ensure_dlq_topic", lambda *_a, **_k: 1_000_000)
         worker = SinkWorker("postgres", load_settings(config), sink)
         harness = Harness(worker, consumer, journal)
         started.append(harness)

@@ -16,6 +16,7 @@ import pytest
 
 from fanout.errors import ConfigError, MappingError, PermanentError, RetryableError, UnknownError
 from fanout.events import ChangeEvent, Failure, Op, Origin
+from fanout.runtime import dlq as dlq_module
 from fanout.runtime import kafka as kafka_clients
 from fanout.runtime import worker as worker_module
 from fanout.runtime.delivery import Delivery, DeliveryHooks
@@ -85,6 +86,7 @@ def harness_for(
         monkeypatch.setattr(kafka_clients, "make_producer", lambda *_a, **_k: NullProducer())
         monkeypatch.setattr(kafka_clients, "make_admin", lambda *_a, **_k: None)
         monkeypatch.setattr(kafka_clients, "ensure_topic", lambda *_a, **_k: None)
+        monkeypatch.setattr(dlq_module, "ensure_dlq_topic", lambda *_a, **_k: 1_000_000)
         harness = Harness(SinkWorker("postgres", load_settings(config), sink), consumer, journal)
         started.append(harness)
         return harness, sink
