@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 from fanout.debezium.framing import PlanCache
 from fanout.debezium.types import EMPTY_PLAN, RowPlan, plan_row
+from fanout.debezium.unavailable import DEFAULT as DEFAULT_PLACEHOLDER
+from fanout.debezium.unavailable import Placeholder
 from fanout.debezium.versions import Position, describe, resolve_version
 from fanout.errors import DecodeError
 from fanout.events import ChangeEvent, Op, Origin
@@ -156,7 +158,7 @@ def _schemaless_form(payload: Mapping[str, Any]) -> Literal["envelope", "flat", 
 
 
 def _envelope_row(
-    op: Any, payload: dict[str, Any], plan: RowPlan
+    op: Any, payload: dict[str, Any], plan: RowPlan, placeholder: Placeholder | None
 ) -> tuple[dict[str, Any] | None, Op]:
     if op == "d":
         return None, Op.DELETE
@@ -165,6 +167,8 @@ def _envelope_row(
     after = payload.get("after")
     if not isinstance(after, dict):
         raise DecodeError(f"op {op!r} without an 'after' row")
+    if placeholder is not None:
+        after = placeholder.strip(after)
     return plan.convert(after), Op.UPSERT
 
 
@@ -193,24 +197,38 @@ class Decoder:
         version_source: Mapping[str, VersionSource] | None = None,
         tombstones: TombstoneMode = "auto",
         flattened_topics: Sequence[str] = (),
+        unavailable_value_placeholders: Mapping[str, str] | None = None,
     ) -> None:
         self._rules = tuple((version_source or {}).items())
         self._tombstones = tombstones
         self._flattened_globs = tuple(flattened_topics)
         self._flattened: dict[str, bool] = {}  # topic -> declared flattened
+        # topic glob -> the connector's unavailable.value.placeholder; topic -> the one it uses
+        self._placeholder_rules = tuple(
+            (pattern, Placeholder.of(text))
+            for pattern, text in (unavailable_value_placeholders or {}).items()
+        )
+        self._placeholders: dict[str, Placeholder] = {}
         self._topic_rules: dict[str, VersionSource] = {}
         # topic -> whether its deletes arrive as records of their own (then tombstones are
         # redundant); absent until a row on the topic has been seen.
         self._in_band: dict[str, bool] = {}
         self._clocks: dict[str, str] = {}  # topic -> "position" | "time": what versioned it
         self._tables: dict[str, set[str]] = {}  # topic -> source tables seen on it (up to 2)
+        self._keyed: set[str] = set()  # tables whose rows have come with a key
         self._values = PlanCache("value", _value_plan)
         self._keys = PlanCache("key", _key_plan)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Decoder:
-        """The decoder the ``kafka`` settings describe (version sources, tombstones, forms)."""
-        return cls(kafka.version_source, kafka.tombstones, kafka.flattened_topics)
+        """The decoder the ``kafka`` settings describe (version sources, tombstones, forms,
+        placeholders)."""
+        return cls(
+            kafka.version_source,
+            kafka.tombstones,
+            kafka.flattened_topics,
+            kafka.unavailable_value_placeholders,
+        )
 
     def decode(self, origin: Origin) -> ChangeEvent | None:
         try:
@@ -303,9 +321,8 @@ class Decoder:
         if op == "t":
             key, row, kind = {}, None, Op.TRUNCATE
         else:
-            row, kind = _envelope_row(op, payload, plan)
-            if not key:
-                raise DecodeError(MISSING_KEY)
+            row, kind = _envelope_row(op, payload, plan, self._unavailable(origin))
+            key = self._key_or_keyless(table, key)
             image = row if row is not None else payload.get("before")
             if isinstance(image, dict):
                 if row is None and row_plan is not None:  # a delete's before-image, unconverted
@@ -331,13 +348,12 @@ class Decoder:
         meta = {name: row.pop(name) for name in [name for name in row if name.startswith("__")]}
         if origin.headers:
             meta = _header_meta(origin.headers) | meta  # fields win over headers
-        if not key:
-            raise DecodeError(MISSING_KEY)
         if "__deleted" in meta:
             self._in_band[origin.topic] = True
         else:
             self._in_band.setdefault(origin.topic, False)
         table = self._flat_table(origin.topic, meta)
+        key = self._key_or_keyless(table, key)
         position = {name: meta.get(field) for name, field in _FLAT_POSITION}
         version = self._version(origin, position, "__", flattened=True)
         source_ts_ms = position["ts_ms"]
@@ -422,6 +438,31 @@ class Decoder:
                 " schema naming the table: cannot tell which table to delete from"
             )
         return next(iter(seen)) if seen else table_from_topic(topic)
+
+    def _key_or_keyless(self, table: str, key: dict[str, Any] | None) -> dict[str, Any]:
+        """The row's key; empty for a table without a primary key (routing.keyless decides).
+        A table seen with keys before that sends a row without one is a broken message."""
+        if key:
+            self._keyed.add(table)
+            return key
+        if table in self._keyed:
+            raise DecodeError(f"{MISSING_KEY}; earlier rows of {table} had one")
+        return {}
+
+    # -- unavailable values -----------------------------------------------------------------
+
+    def _unavailable(self, origin: Origin) -> Placeholder | None:
+        """The topic's placeholder if the message holds it anywhere (one substring search)."""
+        placeholder = self._placeholders.get(origin.topic)
+        if placeholder is None:
+            matches = (
+                found
+                for pattern, found in self._placeholder_rules
+                if fnmatch.fnmatchcase(origin.topic, pattern)
+            )
+            placeholder = self._placeholders[origin.topic] = next(matches, DEFAULT_PLACEHOLDER)
+        value = origin.value
+        return placeholder if value and placeholder.in_message(value) else None
 
     # -- versions ---------------------------------------------------------------------------
 

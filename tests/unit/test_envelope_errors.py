@@ -54,10 +54,9 @@ def test_undecodable_values(value: bytes, reason: str) -> None:
 
 @pytest.mark.parametrize("op", ["c", "u", "r", "d"])
 @pytest.mark.parametrize("key", [b"", b"null", b'{"schema": null, "payload": null}', b"{}"])
-def test_missing_key_says_the_table_needs_a_primary_key(op: str, key: bytes) -> None:
-    reason = refused(dumps(envelope(op)), key_bytes=key)
-    assert reason.startswith("missing key")
-    assert "primary key" in reason
+def test_a_row_without_a_key_is_decoded_for_routing_to_decide(op: str, key: bytes) -> None:
+    event = decode(dumps(envelope(op)), key_bytes=key)
+    assert event is not None and event.key == {}
 
 
 def test_key_that_is_not_an_object() -> None:
@@ -137,3 +136,10 @@ def test_tombstone_on_a_topic_with_several_tables_and_a_bare_key() -> None:
 def test_nothing_but_decode_errors_escape() -> None:
     odd = dumps({"before": None, "after": {"id": 1}, "op": "c", "source": "not an object"})
     assert "malformed Debezium message" in refused(odd)
+
+
+def test_a_row_without_a_key_after_keyed_rows_of_its_table_is_refused() -> None:
+    decoder = Decoder()
+    assert decode(dumps(envelope("c")), decoder) is not None  # keyed: the table has a key
+    reason = refused(dumps(envelope("u")), decoder, key_bytes=b"")
+    assert reason.startswith("missing key") and "earlier rows of" in reason
