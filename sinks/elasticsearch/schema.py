@@ -113,6 +113,7 @@ class Indices:
         self._prefix = settings.index_prefix
         self._ready: set[str] = set()
         self._fields: dict[str, set[str]] = {}  # per target: fields whose mapping is settled
+        self._json: dict[str, set[str]] = {}  # per target: its JSON columns (mapped on re-creation)
 
     def alias(self, target: str) -> str:
         return self._prefix + target
@@ -147,6 +148,9 @@ class Indices:
         else:
             self._fields[target] = set(mappings["properties"])
         self._ready.add(target)
+        known = self._json.get(target)
+        if known:  # an index deleted behind the sink's back: its JSON columns before documents
+            self.map_json(target, set(known))
 
     def forget(self, target: str) -> None:
         """Verify ``target`` again on next use (its alias or index went missing)."""
@@ -178,8 +182,10 @@ class Indices:
         """Map the JSON columns the target's index does not map yet (once per process each),
         before a document carrying them is written. A field mapped otherwise meanwhile (by
         hand, or dynamically by another writer) keeps its mapping; that is logged."""
+        columns = set(columns)
+        self._json.setdefault(target, set()).update(columns)
         settled = self._fields.setdefault(target, set())
-        for column in sorted(set(columns) - settled):
+        for column in sorted(columns - settled):
             settled.add(column)
             mapping = self.json_mapping(target, column)
             if mapping is None:

@@ -17,7 +17,7 @@ import pytest
 from elasticsearch import ConflictError, Elasticsearch, helpers
 
 from fanout.errors import MappingError
-from fanout.events import ChangeEvent, Json, Op, Origin
+from fanout.events import ChangeEvent, Column, Json, Op, Origin
 from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.sink import ElasticsearchSink
@@ -365,6 +365,52 @@ def test_an_index_deleted_behind_the_sinks_back_is_recreated_with_its_alias(
         prefix + "items"
         in es.indices.get_alias(index=prefix + "items.fanout")[prefix + "items.fanout"]["aliases"]
     )
+
+
+def test_json_columns_of_any_shape_are_stored_and_mapped_again_on_a_recreated_index(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    columns = (Column("id", "int64", False), Column("doc", "json"))
+
+    def doc(key: int, version: int, text: str | None) -> ChangeEvent:
+        row = {"id": key, "doc": None if text is None else Json(text)}
+        origin = Origin("cdc.items", 0, version)
+        return ChangeEvent(Op.UPSERT, "src.items", {"id": key}, row, version, 1, origin, columns)
+
+    sink = make_sink()
+    shapes = ['{"a": {"b": 1}}', "[1, {}]", '"x"', "12345678901234567890.5", "null", None]
+    write_all(sink, [[doc(k, 1, text) for k, text in enumerate(shapes)]])
+    physical = prefix + "items.fanout"
+    es.indices.delete(index=physical)
+    write_all(sink, [[doc(k, 2, text) for k, text in enumerate(reversed(shapes))]])
+    mapping = es.indices.get_mapping(index=physical)[physical]["mappings"]["properties"]["doc"]
+    assert mapping == {"type": "object", "enabled": False}
+    assert {
+        k: d.get("doc", "absent") for k, d in rows_of(searched(es, prefix + "items")).items()
+    } == {
+        "0": "absent",  # SQL NULL
+        "1": None,  # JSON null
+        "2": 12345678901234567890.5,
+        "3": "x",
+        "4": [1, {}],
+        "5": {"a": {"b": 1}},
+    }
+
+
+def test_numbers_beyond_long_and_float_in_dynamic_fields_are_not_refused(
+    make_sink: SinkFactory, es: Elasticsearch, prefix: str
+) -> None:
+    sink = make_sink()
+    write_all(sink, [[change(1, 1, {"n": 5, "f": 1.5})]])  # maps n long, f double
+    write_all(sink, [[change(2, 1, {"n": 2**70, "f": 1e300}), change(3, 1, {"n": -(2**64)})]])
+    docs = rows_of(searched(es, prefix + "items"))
+    assert {k: (d["n"], d.get("f")) for k, d in docs.items()} == {
+        "1": (5, 1.5),
+        "2": (2**70, 1e300),  # kept in _source exactly
+        "3": (-(2**64), None),
+    }
+    stored = es.search(index=prefix + "items", query={"term": {"_ignored": "n"}})["hits"]["hits"]
+    assert sorted(hit["_id"] for hit in stored) == ["2", "3"]  # not indexed, and says so
 
 
 def test_a_target_whose_alias_name_is_taken_fails_its_events_with_the_reason(

@@ -280,3 +280,49 @@ def test_a_document_elasticsearch_refuses_leaves_the_older_events_of_its_key_app
     refused = read_connector_topic(endpoints.kafka_bootstrap, f"{prefix}.dlq.elasticsearch", 2)
     assert sorted(record.value["payload"]["after"]["doc"] for record in refused) == ["5", "[1, 2]"]
     assert dead_letters(prefix, "elasticsearch") == 2
+
+
+def test_elasticsearch_takes_numbers_of_any_size_without_a_rejection(
+    source_pg: psycopg.Connection[Any],
+    debezium: StartConnector,
+    prefix: str,
+    endpoints: Endpoints,
+    tmp_path: Path,
+    workers: list[Any],
+) -> None:
+    table = unique("fid_num")
+    ident = sql.Identifier(table)
+    source_pg.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, amount numeric, ratio float8)").format(ident)
+    )
+    try:
+        connector = debezium(table.replace("_", "-"), [f"public.{table}"])
+        insert = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(ident)
+        rows = [
+            (1, Decimal(1), 1.5),  # the first document maps amount and ratio dynamically
+            (2, Decimal(2**70), 1e300),  # beyond int64; beyond a float32
+            (3, Decimal(-(2**80) + 1), -1.7976931348623157e308),
+            (4, Decimal("1E-22"), 5e-324),
+            (5, Decimal("123456789012345678901234567890.50"), None),
+        ]
+        for row in rows:
+            source_pg.execute(insert, row)
+        topic = connector.topic(table)
+        read_connector_topic(endpoints.kafka_bootstrap, topic, expect=len(rows), timeout_s=90)
+        select = sql.SQL("SELECT id, amount::text, ratio FROM {} ORDER BY id").format(ident)
+        source = {row[0]: row[1:] for row in source_pg.execute(select)}
+    finally:
+        source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+
+    config = worker_config(prefix, topic, endpoints, {"max_events": 2, "max_wait_ms": 100})
+    run_workers(config, ("elasticsearch",), tmp_path, workers)
+    assert dead_letters(prefix, "elasticsearch") == 0
+
+    docs = es_sources(endpoints, f"{prefix}-{table}")
+    # numeric: text in plain notation, every digit (Debezium's VariableScaleDecimal drops
+    # trailing fractional zeros: 1.50 arrives as 1.5); float8: the same double
+    assert all("E" not in d["amount"] and "e" not in d["amount"] for d in docs.values())
+    assert {int(i): (Decimal(d["amount"]), d["ratio"]) for i, d in docs.items()} == {
+        i: (Decimal(amount), None if ratio is None else Decimal(repr(ratio)))
+        for i, (amount, ratio) in source.items()
+    }
