@@ -34,6 +34,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ import psycopg
 import pytest
 from clickhouse_connect.driver.client import Client as ClickHouseClient
 from elasticsearch import Elasticsearch, helpers
+from elasticsearch.serializer import JsonSerializer
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from sinks.clickhouse.types import quote_identifier
 from tests.integration.conftest import Endpoints
@@ -53,7 +54,20 @@ from tests.support.pipeline import WorkerProcess, create_topic, unique, wait_for
 PLACEHOLDER = "__debezium_unavailable_value"
 TOASTED = ("body", "blob", "doc", "tags")  # out of line in the source: the placeholder's columns
 COLUMNS = ("id", "n", "body", "blob", "doc", "tags", "note")
+EXACT = "1234567890.1234567890123456789"  # in the jsonb: a float64 would round it
 Rows = dict[int, dict[str, Any]]
+
+
+def exact_json(text: str) -> Any:
+    """A JSON text parsed with every digit kept, to compare sinks with the source."""
+    return json.loads(text, parse_float=Decimal)
+
+
+class ExactJsonSerializer(JsonSerializer):
+    """Elasticsearch responses parsed with every digit kept (the client's default rounds)."""
+
+    def json_loads(self, data: bytes) -> Any:
+        return json.loads(data, parse_float=Decimal)
 
 
 # ---- the sinks ---------------------------------------------------------------------------
@@ -89,7 +103,7 @@ def clickhouse_probe(request: pytest.FixtureRequest) -> SinkProbe:
         rows = {}
         for values in result.result_rows:
             row = dict(zip(COLUMNS, values, strict=True))
-            row["doc"] = None if row["doc"] is None else json.loads(row["doc"])
+            row["doc"] = None if row["doc"] is None else exact_json(row["doc"])
             rows[row["id"]] = row
         return rows
 
@@ -111,8 +125,13 @@ def clickhouse_probe(request: pytest.FixtureRequest) -> SinkProbe:
 
 
 def elasticsearch_probe(request: pytest.FixtureRequest) -> SinkProbe:
-    es: Elasticsearch = request.getfixturevalue("es")
+    request.getfixturevalue("es")  # fails with the devstack hint if it is down
     endpoints: Endpoints = request.getfixturevalue("endpoints")
+    es = Elasticsearch(
+        endpoints.es_hosts,
+        request_timeout=30,
+        serializers={JsonSerializer.mimetype: ExactJsonSerializer()},
+    )
     prefix = unique("toast").lower() + "-"
 
     def read(target: str) -> Rows:
@@ -126,7 +145,7 @@ def elasticsearch_probe(request: pytest.FixtureRequest) -> SinkProbe:
             if isinstance(row.get("blob"), str):
                 row["blob"] = base64.b64decode(row["blob"])
             if isinstance(row.get("doc"), str):  # a JSON column kept as its text
-                row["doc"] = json.loads(row["doc"])
+                row["doc"] = exact_json(row["doc"])
             rows[row["id"]] = row
         return rows
 
@@ -144,6 +163,7 @@ def elasticsearch_probe(request: pytest.FixtureRequest) -> SinkProbe:
             index=f"{prefix}*", expand_wildcards="all"
         )
     )
+    probe.cleanup.append(es.close)
     return probe
 
 
@@ -158,13 +178,15 @@ def postgres_probe(request: pytest.FixtureRequest) -> SinkProbe:
         ).fetchone()
         if found is None:
             return {}
-        names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        names = [sql.Identifier(name) for name in COLUMNS]
+        names[COLUMNS.index("doc")] = sql.SQL("{}::text").format(sql.Identifier("doc"))
         table = sql.Identifier(schema, target)
-        cur = pg.execute(sql.SQL("SELECT {} FROM {}").format(names, table))
+        cur = pg.execute(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(names), table))
         rows = {}
         for values in cur.fetchall():
             row = dict(zip(COLUMNS, values, strict=True))
             row["blob"] = None if row["blob"] is None else bytes(row["blob"])
+            row["doc"] = None if row["doc"] is None else exact_json(row["doc"])
             rows[row["id"]] = row
         return rows
 
@@ -220,24 +242,31 @@ class Source:
         return "".join(self.rng.choices(string.ascii_letters, k=size))
 
     def insert(self, key: int) -> None:
+        doc = f'{{"text": "{self.text(6000)}", "n": {key}, "exact": {EXACT}, "nested": {{}}}}'
         self.execute(
-            "INSERT INTO {t} VALUES (%s, 1, %s, %s, %s, %s, 'a note')",
+            "INSERT INTO {t} VALUES (%s, 1, %s, %s, %s::jsonb, %s, 'a note')",
             (
                 key,
                 self.text(9000),
                 self.rng.randbytes(6000),
-                Jsonb({"text": self.text(6000), "n": key, "nested": {"ok": True}}),
+                doc,
                 [self.text(10) for _ in range(600)],
             ),
         )
 
     def rows(self) -> Rows:
-        names = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
-        query = sql.SQL("SELECT {} FROM {}").format(names, sql.Identifier(self.table))
-        return {
-            values[0]: dict(zip(COLUMNS, values, strict=True))
-            for values in self.conn.execute(query)
-        }
+        """The source rows, the jsonb parsed from its text with every digit kept."""
+        names = [sql.Identifier(name) for name in COLUMNS]
+        names[COLUMNS.index("doc")] = sql.SQL("doc::text")
+        query = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(names), sql.Identifier(self.table)
+        )
+        rows = {}
+        for values in self.conn.execute(query):
+            row = dict(zip(COLUMNS, values, strict=True))
+            row["doc"] = None if row["doc"] is None else exact_json(row["doc"])
+            rows[row["id"]] = row
+        return rows
 
 
 @pytest.fixture
