@@ -101,6 +101,8 @@ def _describe(value: Any) -> str:
 
 
 def _date(days: int) -> dt.date:
+    if type(days) is not int:  # checked here, not by a wrapper: dates are common
+        raise TypeError(f"expected an integer, got {_describe(days)}")
     return dt.date.fromordinal(_EPOCH_ORDINAL + days)
 
 
@@ -150,8 +152,8 @@ def _checked(convert: Callable[[int], Any]) -> Converter:
 # Debezium / Connect logical names -> (logical type, converter). ``None``: the JSON value is it.
 _BY_NAME: dict[str, tuple[str, Converter | None]] = {
     "io.debezium.data.VariableScaleDecimal": ("decimal", _variable_scale_decimal),
-    "io.debezium.time.Date": ("date", _checked(_date)),
-    "org.apache.kafka.connect.data.Date": ("date", _checked(_date)),
+    "io.debezium.time.Date": ("date", _date),
+    "org.apache.kafka.connect.data.Date": ("date", _date),
     "io.debezium.time.Time": ("time", _scaled(_time_of_day, 1, 1000)),
     "org.apache.kafka.connect.data.Time": ("time", _scaled(_time_of_day, 1, 1000)),
     "io.debezium.time.MicroTime": ("time", _scaled(_time_of_day, 1)),
@@ -352,7 +354,16 @@ class RowPlan:
     converts what has a meaning (``"NaN"`` text in a float column, as Kafka Connect writes it).
     """
 
-    __slots__ = ("_check", "columns", "converters", "declared", "kinds", "may_change", "numbers")
+    __slots__ = (
+        "_check",
+        "_column_checks",
+        "columns",
+        "converters",
+        "declared",
+        "kinds",
+        "may_change",
+        "numbers",
+    )
 
     def __init__(
         self,
@@ -370,6 +381,16 @@ class RowPlan:
         # Whether convert() can replace a value (the key's values as sent are kept then).
         self.may_change = bool(converters) or any(check[1] is _FLOATS for check in numbers)
         self._check = _compile_check(numbers, kinds) if numbers or kinds else None
+        # column -> (number check, kind check, converter): for rows of a few columns
+        self._column_checks: dict[str, tuple[NumberCheck | None, KindCheck | None, Any]] = {}
+        for column in columns:
+            self._column_checks[column.name] = (None, None, None)
+        for number in numbers:
+            self._column_checks[number[0]] = (number, None, None)
+        for kind in kinds:
+            self._column_checks[kind[0]] = (None, kind, None)
+        for name, convert in converters:
+            self._column_checks[name] = (None, None, convert)
 
     def convert(self, row: dict[str, Any]) -> dict[str, Any]:
         """Checks and converts ``row`` in place (a fresh parse result) and returns it."""
@@ -381,21 +402,34 @@ class RowPlan:
                 fits = False
             if not fits:
                 self._check_each(row)
-        return self._converted(row)
-
-    def convert_some(self, row: dict[str, Any]) -> dict[str, Any]:
-        """``convert`` for a row of some of the columns only (a delete's key columns)."""
-        self._check_each(row)
-        return self._converted(row)
-
-    def _converted(self, row: dict[str, Any]) -> dict[str, Any]:
-        for name, convert in self.converters:
+        for name, convert in self.converters:  # inline, not a call: this runs per record
             value = row.get(name)
             if value is not None:
                 try:
                     row[name] = convert(value)
                 except CONVERSION_ERRORS as exc:
                     raise self._mismatch(name, exc) from exc
+        return row
+
+    def convert_some(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``convert`` for a row of a few of the columns (a delete's key columns): the work
+        is per column the row has, not per column of the schema."""
+        for name, value in row.items():
+            if value is None:
+                continue
+            number, kind, convert = self._column_checks.get(name, (None, None, None))
+            try:
+                if number is not None:
+                    _, types, low, high = number
+                    if not (type(value) in types and low <= value <= high):
+                        row[name] = _odd_number(self.declared[name], types, low, high, value)
+                elif kind is not None:
+                    if type(value) not in kind[1]:
+                        raise TypeError(f"got {_describe(value)}")
+                elif convert is not None:
+                    row[name] = convert(value)
+            except CONVERSION_ERRORS as exc:
+                raise self._mismatch(name, exc) from None
         return row
 
     def _check_each(self, row: dict[str, Any]) -> None:
