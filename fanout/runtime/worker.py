@@ -153,7 +153,7 @@ class SinkWorker:
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
         self._decoder = Decoder.from_settings(settings.kafka)
-        self._router = self._options.router or Router(self._sink_settings.routing)
+        self._router = self._options.router or Router(self._sink_settings.routing, sink_name)
         self._pending: _Batch | None = None  # polled, not handed to the sink yet
         self._in_flight: _InFlight | None = None
         self._writer: ThreadPoolExecutor | None = None
