@@ -26,6 +26,7 @@ from psycopg import sql
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
+from tests.integration.fidelity_support import stack_config
 from tests.support.debezium_connector import DebeziumConnector
 from tests.support.debezium_connector import read_topic as read_connector_topic
 from tests.support.pipeline import WorkerProcess, end_offsets, unique, wait_caught_up
@@ -88,38 +89,6 @@ def same(actual: Any, expected: Any) -> bool:
             and all(same(a, e) for a, e in zip(actual, expected, strict=True))
         )
     return type(actual) is type(expected) and str(actual) == str(expected)
-
-
-def worker_config(
-    prefix: str, topic: str, endpoints: Endpoints, batch: dict[str, int], **es: Any
-) -> dict[str, Any]:
-    return {
-        "kafka": {
-            "topics": [topic],
-            "group_prefix": prefix,
-            "dlq_prefix": f"{prefix}.dlq",
-            "session_timeout_ms": 6000,
-        },
-        "metrics": {"port": 0},
-        "sinks": {
-            "postgres": {"enabled": True, "schema": prefix, **endpoints.pg, "batch": batch},
-            "clickhouse": {
-                "enabled": True,
-                "mode": "server",
-                "host": endpoints.ch_host,
-                "port": endpoints.ch_port,
-                "database": prefix,
-                "batch": batch,
-            },
-            "elasticsearch": {
-                "enabled": True,
-                "hosts": endpoints.es_hosts,
-                "index_prefix": f"{prefix}-",
-                "batch": batch,
-                **es,
-            },
-        },
-    }
 
 
 @pytest.fixture
@@ -203,7 +172,7 @@ def test_json_columns_are_exact_in_every_sink(
     topic = connector.topic(table)
     read_connector_topic(endpoints.kafka_bootstrap, topic, expect=RECORDS, timeout_s=90)
 
-    config = worker_config(prefix, topic, endpoints, {"max_events": 7, "max_wait_ms": 100})
+    config = stack_config(prefix, topic, endpoints, {"max_events": 7, "max_wait_ms": 100})
     run_workers(config, SINKS, tmp_path, workers)
     assert {sink: dead_letters(prefix, sink) for sink in SINKS} == dict.fromkeys(SINKS, 0)
 
@@ -271,7 +240,7 @@ def test_a_document_elasticsearch_refuses_leaves_the_older_events_of_its_key_app
     # Everything in one batch: the refused events are the newest of their keys in it.
     batch = {"max_events": 100, "max_wait_ms": 3000}
     mappings = {table: {"doc": "flattened"}}
-    config = worker_config(prefix, topic, endpoints, batch, json_column_mappings=mappings)
+    config = stack_config(prefix, topic, endpoints, batch, json_column_mappings=mappings)
     run_workers(config, ("elasticsearch",), tmp_path, workers)
 
     docs = es_sources(endpoints, f"{prefix}-{table}")
@@ -314,7 +283,7 @@ def test_elasticsearch_takes_numbers_of_any_size_without_a_rejection(
     finally:
         source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
 
-    config = worker_config(prefix, topic, endpoints, {"max_events": 2, "max_wait_ms": 100})
+    config = stack_config(prefix, topic, endpoints, {"max_events": 2, "max_wait_ms": 100})
     run_workers(config, ("elasticsearch",), tmp_path, workers)
     assert dead_letters(prefix, "elasticsearch") == 0
 

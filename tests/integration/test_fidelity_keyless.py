@@ -16,6 +16,7 @@ from psycopg import sql
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
+from tests.integration.fidelity_support import stack_config
 from tests.support.pipeline import (
     WorkerProcess,
     read_topic,
@@ -25,25 +26,6 @@ from tests.support.pipeline import (
 )
 
 ROWS = 70
-
-
-def _worker_config(prefix: str, topic: str, endpoints: Endpoints, database: str) -> dict[str, Any]:
-    batch = {"max_events": 25, "max_wait_ms": 100}
-    return {
-        "kafka": {"topics": [topic], "group_prefix": prefix, "dlq_prefix": f"{prefix}.dlq"},
-        "metrics": {"port": 0},
-        "sinks": {
-            "postgres": {"enabled": True, "schema": prefix, **endpoints.pg, "batch": batch},
-            "clickhouse": {
-                "enabled": True,
-                "mode": "server",
-                "host": endpoints.ch_host,
-                "port": endpoints.ch_port,
-                "database": database,
-                "batch": batch,
-            },
-        },
-    }
 
 
 def test_rows_without_a_key_are_skipped_or_appended_never_dead_lettered(
@@ -71,8 +53,8 @@ def test_rows_without_a_key_are_skipped_or_appended_never_dead_lettered(
         source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
 
     prefix = unique("kl")
-    database = unique("kl_ch")
-    config = _worker_config(prefix, topic, endpoints, database)
+    batch = {"max_events": 25, "max_wait_ms": 100}
+    config = stack_config(prefix, topic, endpoints, batch, sinks=("postgres", "clickhouse"))
     for sink in ("postgres", "clickhouse"):
         workers.append(WorkerProcess(sink, config, tmp_path).start())
     for sink in ("postgres", "clickhouse"):
@@ -88,7 +70,7 @@ def test_rows_without_a_key_are_skipped_or_appended_never_dead_lettered(
     assert workers[0].log().count("rows of a table without a primary key are skipped") == 1
     # ClickHouse appended every row, keyed by its source position.
     rows = clickhouse.query(
-        f"SELECT n, note, _fanout_position FROM `{database}`.`{table}` FINAL ORDER BY n"
+        f"SELECT n, note, _fanout_position FROM `{prefix}`.`{table}` FINAL ORDER BY n"
     ).result_rows
     assert [(n, note) for n, note, _ in rows] == [(i, f"row {i}") for i in range(1, ROWS + 1)]
     assert len({position for _, _, position in rows}) == ROWS

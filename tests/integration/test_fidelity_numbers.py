@@ -30,6 +30,7 @@ from fanout.errors import DecodeError
 from fanout.events import Op, Origin
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
+from tests.integration.fidelity_support import stack_config
 from tests.support.pipeline import WorkerProcess, end_offsets, unique, wait_caught_up, wait_for
 
 SINKS = ("postgres", "clickhouse", "elasticsearch")
@@ -105,36 +106,6 @@ def raw_records(bootstrap: str, topic: str, expect: int) -> list[Origin]:
     return records
 
 
-def worker_config(prefix: str, topic: str, endpoints: Endpoints) -> dict[str, Any]:
-    batch = {"max_events": 3, "max_wait_ms": 100}
-    return {
-        "kafka": {
-            "topics": [topic],
-            "group_prefix": prefix,
-            "dlq_prefix": f"{prefix}.dlq",
-            "session_timeout_ms": 6000,
-        },
-        "metrics": {"port": 0},
-        "sinks": {
-            "postgres": {"enabled": True, "schema": prefix, **endpoints.pg, "batch": batch},
-            "clickhouse": {
-                "enabled": True,
-                "mode": "server",
-                "host": endpoints.ch_host,
-                "port": endpoints.ch_port,
-                "database": prefix,
-                "batch": batch,
-            },
-            "elasticsearch": {
-                "enabled": True,
-                "hosts": endpoints.es_hosts,
-                "index_prefix": f"{prefix}-",
-                "batch": batch,
-            },
-        },
-    }
-
-
 def test_limits_nan_and_infinities_reach_every_sink_as_each_can_hold_them(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
@@ -152,7 +123,7 @@ def test_limits_nan_and_infinities_reach_every_sink_as_each_can_hold_them(
     records = raw_records(endpoints.kafka_bootstrap, topic, expect=len(ROWS))
     assert b'"r":"NaN"' in (records[0].value or b"")  # how the connector writes a NaN
 
-    config = worker_config(prefix, topic, endpoints)
+    config = stack_config(prefix, topic, endpoints, {"max_events": 3, "max_wait_ms": 100})
     for sink in SINKS:
         workers.append(WorkerProcess(sink, config, tmp_path).start())
     for sink in SINKS:
