@@ -454,7 +454,7 @@ class RowPlan:
 def _compile_check(numbers: tuple[NumberCheck, ...], kinds: tuple[KindCheck, ...]) -> RowCheck:
     """One function ``check(row) -> bool``: every checked column holds a value of its type.
 
-    Generated once per plan: a loop over the columns costs about three times as much per
+    Generated once per plan: a loop over the columns costs about 1.5 times as much per
     value. Column names and bounds enter the source only through ``repr`` (literals whatever
     they hold); the types of the other columns are names bound in the function's namespace.
     """
