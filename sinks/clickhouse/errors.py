@@ -40,7 +40,9 @@ as ``exc.code``. The table is keyed on it:
                                                                 other UNKNOWN
     no code, the connection: refused, reset, timed out          TRANSIENT
       (OperationalError, OSError)
-    TLS refused (a certificate)                                 UNKNOWN
+    certificate verify failed (a CA the sink does not trust,    CONFIGURATION (it lasts, like
+      a wrong host name)                                        a refused password)
+    other TLS failures                                          UNKNOWN
 
 The ClickHouse code of a mapped error stays reachable with :func:`clickhouse_code`.
 """
@@ -152,6 +154,7 @@ DATA_CODES: dict[int, str] = {
 # Without a ClickHouse code: the HTTP status of an answer that did not come from ClickHouse.
 _HTTP_STATUS = re.compile(r"\bHTTP (?:status )?(\d{3})\b")
 _ENCODING_ERRORS = (ValueError, TypeError, OverflowError, struct.error)
+CERTIFICATE_REFUSED = "certificate verify failed"  # OpenSSL's words, whatever wraps them
 
 
 def classify(exc: BaseException) -> Verdict | None:
@@ -160,7 +163,9 @@ def classify(exc: BaseException) -> Verdict | None:
         error_class = _class_of(exc)
         return Verdict(error_class, f"ClickHouse {_WHAT[error_class]}: {_describe(exc)}")
     if isinstance(exc, ssl.SSLError):  # before OSError: a refused certificate does not pass
-        return Verdict(ErrorClass.UNKNOWN, f"ClickHouse TLS: {shorten(str(exc))}")
+        lasting = isinstance(exc, ssl.SSLCertVerificationError)
+        error_class = ErrorClass.CONFIGURATION if lasting else ErrorClass.UNKNOWN
+        return Verdict(error_class, f"ClickHouse TLS: {shorten(str(exc))}")
     if isinstance(exc, OSError):  # connection refused/reset, timeouts
         return Verdict(ErrorClass.TRANSIENT, f"cannot reach ClickHouse: {shorten(str(exc))}")
     if isinstance(exc, _ENCODING_ERRORS):
@@ -199,6 +204,8 @@ def _class_without_code(exc: DriverError) -> ErrorClass:
     status = _HTTP_STATUS.search(str(exc))
     if status is not None:
         return _status_class(int(status.group(1)))
+    if CERTIFICATE_REFUSED in str(exc).lower():  # the driver's wrapping of an SSLError
+        return ErrorClass.CONFIGURATION
     if isinstance(exc, OperationalError):  # the connection: refused, reset, timed out
         return ErrorClass.TRANSIENT
     return ErrorClass.UNKNOWN

@@ -21,7 +21,9 @@ Whole requests (:func:`classify`, the table ``BatchSink.classify`` returns from)
                                                              the runtime bisects the batch; a
                                                              413 splits an oversized batch)
     unserializable body                       -> DATA
-    TLS refused (a certificate)               -> UNKNOWN    (retried a few times, then
+    certificate verify failed (a CA the sink  -> CONFIGURATION (it lasts, like a refused
+      does not trust, a wrong host name)                        password)
+    other TLS failures                        -> UNKNOWN    (retried a few times, then
                                                              CONFIGURATION)
 
 Bulk items (:func:`item_verdict`), one verdict per item of a bulk response::
@@ -58,6 +60,7 @@ from sinks.base.errors import ErrorClass, Verdict
 _TRANSIENT_STATUS = frozenset({408, 429})
 _DENIED_STATUS = frozenset({401, 403})
 _BLOCK = "cluster_block_exception"
+CERTIFICATE_REFUSED = "certificate verify failed"  # OpenSSL's words, whatever wraps them
 _RETRYABLE_ITEM_TYPES = frozenset(
     {
         "es_rejected_execution_exception",
@@ -90,7 +93,9 @@ def classify(exc: BaseException, action: str = "write") -> Verdict | None:
     if isinstance(exc, SerializationError):
         return Verdict(ErrorClass.DATA, f"elasticsearch {action}: cannot serialize: {exc}")
     if isinstance(exc, TlsError):
-        return Verdict(ErrorClass.UNKNOWN, f"elasticsearch {action}: TLS: {exc}")
+        lasting = CERTIFICATE_REFUSED in f"{exc.message} {exc}".lower()
+        error_class = ErrorClass.CONFIGURATION if lasting else ErrorClass.UNKNOWN
+        return Verdict(error_class, f"elasticsearch {action}: TLS: {exc}")
     if isinstance(exc, TransportError):
         message = f"elasticsearch {action}: {type(exc).__name__}: {exc}"
         return Verdict(ErrorClass.TRANSIENT, message)

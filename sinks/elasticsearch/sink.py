@@ -32,6 +32,7 @@ from elasticsearch import Elasticsearch
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column, Op
+from fanout.redact import mask_text
 from fanout.settings import ElasticsearchSettings
 from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
@@ -97,7 +98,8 @@ class ElasticsearchSink(BatchSink[str, Index]):
             )
             self._indices = Indices(self._client, self._settings)
             self._bulk = BulkWriter(self._client, self._settings, self._recreate)
-        with mapped_errors("open"):
+        # Named with its hosts: a refusal at start (credentials, a certificate) says where.
+        with mapped_errors(f"open at {self._where()}"):
             self._client.cluster.health()
             self.indices.ensure_meta()
         for target in self._routed_targets():
@@ -105,6 +107,9 @@ class ElasticsearchSink(BatchSink[str, Index]):
                 self._ensure(self.check_target(target))
             except MappingError as exc:  # its events will fail one by one, with this reason
                 log.warning("cannot create index", extra={"target": target, "error": str(exc)})
+
+    def _where(self) -> str:
+        return ", ".join(mask_text(host) for host in self._settings.hosts)
 
     def close(self) -> None:
         if self._client is not None:

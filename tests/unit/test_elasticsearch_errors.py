@@ -144,7 +144,8 @@ def test_a_rejected_item_carries_the_type_and_reason_from_elasticsearch() -> Non
         (ConnectionError("refused"), ErrorClass.TRANSIENT),
         (ConnectionTimeout("timed out"), ErrorClass.TRANSIENT),
         (SerializationError("no JSON form"), ErrorClass.DATA),
-        (TlsError("certificate verify failed"), ErrorClass.UNKNOWN),
+        (TlsError("certificate verify failed"), ErrorClass.CONFIGURATION),
+        (TlsError("[SSL: WRONG_VERSION_NUMBER] wrong version number"), ErrorClass.UNKNOWN),
     ],
 )
 def test_the_error_table_puts_each_client_exception_in_its_class(
@@ -173,9 +174,15 @@ def test_credentials_and_privileges_refused_are_configuration_errors(status: int
         raise api_error(status, "security_exception", "unable to authenticate user")
 
 
-def test_a_refused_certificate_is_retried_a_few_times_not_forever() -> None:
+def test_a_certificate_the_sink_does_not_trust_is_a_configuration_error() -> None:
+    """It lasts (a wrong CA, a wrong host name), like a refused password: the worker stops."""
+    with pytest.raises(ConfigError, match="TLS"), mapped_errors("open"):
+        raise TlsError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get")
+
+
+def test_other_tls_failures_are_retried_a_few_times_not_forever() -> None:
     with pytest.raises(UnknownError, match="TLS"), mapped_errors("open"):
-        raise TlsError("certificate verify failed")
+        raise TlsError("[SSL: WRONG_VERSION_NUMBER] wrong version number")
 
 
 @pytest.mark.parametrize("status", [400, 404, 413])

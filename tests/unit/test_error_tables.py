@@ -276,7 +276,17 @@ def test_clickhouse_http_status_without_a_code(status: int, error_class: ErrorCl
         (ConnectionRefusedError("refused"), TRANSIENT),
         (ConnectionResetError("reset"), TRANSIENT),
         (TimeoutError("timed out"), TRANSIENT),
-        (ssl.SSLCertVerificationError("certificate verify failed"), UNKNOWN),
+        (ssl.SSLCertVerificationError("certificate verify failed"), CONFIGURATION),
+        (ssl.SSLError("[SSL: WRONG_VERSION_NUMBER] wrong version number"), UNKNOWN),
+        # the driver's wrapping of a refused certificate (seen over HTTPS)
+        (
+            OperationalError(
+                "Error HTTPSConnectionPool(host='ch', port=8443): Max retries exceeded (Caused by "
+                "SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] "
+                "certificate verify failed: unable to get local issuer certificate')))"
+            ),
+            CONFIGURATION,
+        ),
         (DatabaseError("the driver lost its way"), UNKNOWN),
         # values the driver cannot encode: an integer beyond int64, a string in an int column
         (DataError("Unable to create native array for column `v`: error"), DATA),
