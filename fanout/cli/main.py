@@ -1,6 +1,8 @@
 """The ``fanout`` command line.
 
-Exit codes scripts can rely on: 0 success, 1 runtime failure, 2 bad usage or configuration.
+Exit codes scripts can rely on: 0 success, 1 runtime failure, 2 bad usage or configuration,
+141 the reader of the output went away (``fanout … | head``: quiet, as Unix tools end on
+SIGPIPE).
 Every command but ``check-config`` first checks that a Kafka broker answers, and says in one
 line what is wrong if none does (exit 1). Secrets are masked in everything printed or logged.
 """
@@ -8,12 +10,15 @@ line what is wrong if none does (exit 1). Secrets are masked in everything print
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from fanout.cli import ops as cli_ops
 from fanout.cli.support import fail
+from fanout.cli.verify import add_verify
 from fanout.errors import ConfigError
 from fanout.redact import masked, secret_values
 from fanout.runtime.kafka import KafkaUnreachable
@@ -21,10 +26,32 @@ from fanout.runtime.logs import configure_logging
 from fanout.settings import SINK_NAMES, Settings, load_settings, require_subscription
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_READER_GONE = 128 + 13  # what a shell reports for a tool ended by SIGPIPE
 Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """Whoever read our output stopped reading (``| head -1``): say nothing more. Python ignores
+    SIGPIPE (a write raises instead), and restoring it would let a client that hangs up on the
+    health server kill a worker, so the error is caught here. stdout and stderr go to /dev/null
+    so the interpreter's final flush of what is still buffered does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        # a stream without a descriptor (replaced, closed) is left as it is
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -53,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_check_config(commands)
     cli_ops.add_commands(commands)  # backfill, dlq, lag, offsets
+    add_verify(commands)
     return parser
 
 

@@ -1,11 +1,15 @@
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from fanout.cli.main import main
 from fanout.runtime import kafka as kafka_clients
+from tests.support.pipeline import clean_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +124,25 @@ def test_an_unreachable_broker_is_one_line_and_exit_1(
         "refused — is the broker running and listening there? check with: "
         f"kafka-broker-api-versions.sh --bootstrap-server 127.0.0.1:{port}\n"
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``fanout check-config | head -1``: the reader is gone before fanout writes; no
+    traceback, the exit status a shell reports for a tool ended by SIGPIPE."""
+    path = tmp_path / "big.yaml"  # more than one buffer of output: several writes
+    path.write_text("kafka:\n  topics: [" + ", ".join(f"t{i}" for i in range(3000)) + "]\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `head` has already exited
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "fanout.cli", "--config", str(path), "check-config"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=clean_env({"PYTHONPATH": str(REPO)}),
+            cwd=REPO,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr.decode() == ""
+    assert done.returncode == 141
