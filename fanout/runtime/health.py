@@ -36,6 +36,8 @@ class WorkerStatus:
     last_error: str | None = None
     # The configuration error that stopped the worker (it consumes nothing and will exit).
     config_error: str | None = None
+    # Why the consumer group has not taken this worker in yet (a refused join), if it said.
+    group_error: str | None = None
     # When the call to the store in progress (open or write) started; None between calls.
     call_started: float | None = None
     hung_after_s: float = 60.0  # the store's own timeout: a call unanswered longer hangs
@@ -66,6 +68,8 @@ class WorkerStatus:
             return f"opening the sink{detail}"
         if not self.sink_up:
             return f"sink down: {self.last_error}"
+        if self.group_error is not None:
+            return f"joining the consumer group again: {self.group_error}"
         if not self.subscribed:
             return "not subscribed"
         if not self.assigned:
@@ -115,6 +119,7 @@ class HealthRegistry:
                 "sink_up": worker.sink_up,
                 "hung": worker.hung_for(now) is not None,
                 "config_error": worker.config_error,
+                "group_error": worker.group_error,
                 "last_error": worker.last_error,
                 "reason": reason,
             }

@@ -12,14 +12,17 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from fanout.errors import ConfigError
 from fanout.runtime.connections import kafka_unreachable
 from fanout.settings import KafkaSettings
 
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 PROBE_TIMEOUT_S = 10.0
+END_OFFSETS_TIMEOUT_S = 2.0
+OFFSET_LATEST = -1  # ListOffsets' timestamp for "the partition's end"
 # Settings the KIP-848 consumer protocol (group.protocol=consumer) takes from the broker; the
 # client refuses to start if they are set.
 _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
@@ -27,6 +30,24 @@ _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assig
 
 class KafkaUnreachable(Exception):
     """No broker answered at start-up; the message is the one line to print."""
+
+
+class ConsumerFatal(ConfigError):
+    """librdkafka declared the consumer dead (``_FATAL``): it consumes and commits nothing more.
+
+    With static membership (``kafka.group_instance_id``) the group refuses or fences a member
+    whose id another member holds. ``rejoinable`` marks the one case a new consumer can mend:
+    the id is still held by a member that never left (the crashed process this one replaces,
+    until the broker's session timeout). A fenced member (another process took the id) is not
+    rejoinable: joining again would fence that process back, and the two would take turns.
+    """
+
+    def __init__(self, message: str, rejoinable: bool = False) -> None:
+        super().__init__(message)
+        self.rejoinable = rejoinable
+        # How long the stopped worker still shows the reason before exiting; None: the sink's
+        # config_error_exit_s.
+        self.exit_after_s: float | None = None
 
 
 def _logged(conf: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +93,49 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
     return Consumer(_logged(conf))
+
+
+def consumer_fatal(error: KafkaError, kafka: KafkaSettings, group: str) -> ConsumerFatal | None:
+    """The :class:`ConsumerFatal` a consumer error means, None if the consumer lives on.
+
+    librdkafka reports a fatal consumer error as ``_FATAL`` with the broker's error only in the
+    text (``fatal()`` is not set on the consumer's error event), hence the text matching.
+    """
+    if error.code() != KafkaError._FATAL and not error.fatal():
+        return None
+    text, member = error.str(), kafka.group_instance_id
+    where = f"consumer group {group!r}, group.instance.id {member!r} (kafka.group_instance_id)"
+    if "still used by another member" in text:  # UNRELEASED_INSTANCE_ID (KIP-848 protocol)
+        return ConsumerFatal(
+            f"Kafka refused to let this consumer join {where}: a member with the same id has"
+            " not left the group (a crashed predecessor, released after the broker's session"
+            " timeout; or another process with the same id, which must be made unique)",
+            rejoinable=True,
+        )
+    if "fenced" in text.lower():  # FENCED_INSTANCE_ID
+        return ConsumerFatal(
+            f"Kafka fenced this consumer out of {where}: another process joined with the same"
+            " id. Every process needs its own kafka.group_instance_id (the Helm chart uses the"
+            " pod name)"
+        )
+    return ConsumerFatal(f"the Kafka consumer of {group!r} failed fatally: {text}")
+
+
+def end_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = END_OFFSETS_TIMEOUT_S
+) -> dict[tuple[str, int], int]:
+    """Each partition's end (high watermark) as the brokers say now: one ListOffsets request
+    per partition leader, waited for at most ``timeout_s``; {} if they do not answer in time.
+
+    ``get_watermark_offsets(cached=True)`` is free but only as fresh as the last fetch, and a
+    paused partition fetches nothing.
+    """
+    latest = [TopicPartition(tp.topic, tp.partition, OFFSET_LATEST) for tp in partitions]
+    try:
+        answered = consumer.offsets_for_times(latest, timeout=timeout_s)
+    except KafkaException:
+        return {}
+    return {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}
 
 
 def make_producer(kafka: KafkaSettings, **overrides: Any) -> Producer:

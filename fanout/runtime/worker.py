@@ -21,12 +21,16 @@ revoked while it was held and does not commit them (their new owner re-reads tho
 Errors, by class (``sinks.base.errors``): TRANSIENT is retried while it lasts, partitions
 paused, the loop turning (``/healthz`` 200, ``/readyz`` 503 with the reason); DATA goes to the
 DLQ record by record (``Delivery`` bisects); CONFIGURATION (a ``ConfigError`` from the sink's
-``open`` or ``write``, or an error no table knows that kept failing) stops the worker: nothing
-more is written or committed, partitions stay paused, ``/healthz`` and ``/readyz`` answer 503
-with the reason, one log line says it, and after ``config_error_exit_s`` the error ends the
-process (exit 2). Every call to the sink runs on the writer thread; while one runs long (a hung
-store, until its timeout), this thread keeps polling with partitions paused, so the loop stays
-alive and the group membership too, and ``/readyz`` says the store does not answer.
+``open`` or ``write``, an error no table knows that kept failing, or a fatal consumer error:
+another process took our static member id) stops the worker: nothing more is written or
+committed, partitions stay paused, ``/healthz`` and ``/readyz`` answer 503 with the reason, one
+log line says it, and after ``config_error_exit_s`` the error ends the process (exit 2). A
+static member id still held by the crashed process this one replaces is waited out instead: a
+new consumer joins again every few seconds, up to ``config_error_exit_s``.
+
+Every call to the sink runs on the writer thread; while one runs long (a hung store, until its
+timeout), this thread keeps polling with partitions paused, so the loop stays alive and the
+group membership too, and ``/readyz`` says the store does not answer.
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ LAG_REPORT_INTERVAL_S = 10.0
 IN_FLIGHT_POLL_S = 0.005
 # A sink call still running after this long: partitions paused, the consumer polled meanwhile.
 CALL_SLICE_S = 5.0
+# Between two attempts to join with a static id a crashed member still holds.
+REJOIN_BACKOFF_S = 5.0
 _BENIGN_COMMIT_ERRORS = {
     KafkaError._NO_OFFSET,
     KafkaError.REBALANCE_IN_PROGRESS,
@@ -161,6 +167,8 @@ class SinkWorker:
         self._paused = False
         self._next_lag_report = 0.0
         self._consumer: Consumer | None = None
+        self._consumer_dead = False  # librdkafka declared it dead (a fatal error)
+        self._refused_since: float | None = None  # first refusal of a rejoinable fatal error
         self._dlq: DeadLetterQueue | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -186,7 +194,10 @@ class SinkWorker:
             self._subscribe()
             log.info("worker started", extra={"sink": self.sink_name, "group": group})
             while not self._stop.is_set():
-                self._turn()
+                try:
+                    self._turn()
+                except kafka_clients.ConsumerFatal as fatal:
+                    self._rejoin(fatal, group)
             self._settle(self._complete_in_flight)  # the last batch handed to the sink
         except ConfigError as exc:
             self._halt(exc)
@@ -224,12 +235,42 @@ class SinkWorker:
             self._note_up()
             return
 
+    def _rejoin(self, fatal: kafka_clients.ConsumerFatal, group: str) -> None:
+        """A consumer refused because a member that never left still holds its static id (the
+        crashed process it replaces, until the broker's session timeout): a new consumer tries
+        again every few seconds, the loop alive, ``/readyz`` 503 with the reason. Anything else,
+        or still refused after ``config_error_exit_s``, stops the worker at once (the wait is
+        spent)."""
+        since = self._refused_since = self._refused_since or time.monotonic()
+        if not fatal.rejoinable or self.status.assigned or self._consumer is None:
+            raise fatal
+        if time.monotonic() - since >= self._sink_settings.config_error_exit_s:
+            fatal.exit_after_s = 0.0
+            raise fatal
+        if self.status.group_error is None:
+            log.warning("%s; joining again", fatal, extra={"sink": self.sink_name})
+        self.status.group_error = str(fatal)[:1000]
+        self.status.subscribed = False
+        self._consumer.close()
+        self._consumer = None
+        self._pending = None  # nothing was assigned: nothing polled
+        again = time.monotonic() + REJOIN_BACKOFF_S
+        while time.monotonic() < again and not self._stop.wait(1.0):
+            self.status.turned()
+        self._consumer = kafka_clients.make_consumer(
+            self._settings.kafka, group, **self._options.consumer_overrides
+        )
+        self._subscribe()
+
     def _halt(self, exc: ConfigError) -> None:
         """A configuration error stops the worker: nothing more is written or committed (the
         failed batch and the next one are dropped uncommitted), partitions stay paused while
         the group membership is kept, /healthz and /readyz say why; after
         ``config_error_exit_s`` (or a stop) the caller lets the error end the process."""
         wait_s = self._sink_settings.config_error_exit_s
+        if isinstance(exc, kafka_clients.ConsumerFatal):
+            self._consumer_dead = True  # consumes, pauses and commits nothing more
+            wait_s = wait_s if exc.exit_after_s is None else exc.exit_after_s
         reason = str(exc)
         self.status.config_error = reason[:1000]
         self.status.sink_up = False
@@ -247,10 +288,15 @@ class SinkWorker:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self._consumer is None:
+            if self._consumer is None or self._consumer_dead:
                 self._stop.wait(min(remaining, 1.0))
             else:  # rebalances are served, nothing is delivered (paused)
-                self._rewind(self._consumer.consume(100, timeout=min(remaining, 1.0)))
+                self._maybe_report_lag()
+                try:
+                    self._rewind(self._consumer.consume(100, timeout=min(remaining, 1.0)))
+                except kafka_clients.ConsumerFatal as fatal:  # the wait goes on: it was said
+                    log.error("%s", fatal, extra={"sink": self.sink_name})
+                    self._consumer_dead = True
 
     def _make_dlq(self) -> DeadLetterQueue:
         return open_dead_letter_queue(self._settings.kafka, self.sink_name)
@@ -336,9 +382,16 @@ class SinkWorker:
         error = message.error()
         if error is None:
             return True
+        self._raise_if_fatal(error)
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error: %s", error.str(), extra={"sink": self.sink_name})
         return False
+
+    def _raise_if_fatal(self, error: KafkaError) -> None:
+        group = self._options.group or kafka_clients.group_id(self._settings.kafka, self.sink_name)
+        fatal = kafka_clients.consumer_fatal(error, self._settings.kafka, group)
+        if fatal is not None:
+            raise fatal
 
     # -- one batch -------------------------------------------------------------------------
 
@@ -456,6 +509,7 @@ class SinkWorker:
                         self._pause()
                         paused_here = True
                     self._rewind(self._consumer.consume(100, timeout=0.1))
+                    self._maybe_report_lag()
         finally:
             if paused_here and self.status.sink_up:
                 self._resume()
@@ -492,6 +546,7 @@ class SinkWorker:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             error = exc.args[0]
+            self._raise_if_fatal(error)
             # A skipped commit is safe: the next batch's offsets cover these records too, and a
             # crash before then re-delivers them (idempotent writes).
             if error.code() not in _BENIGN_COMMIT_ERRORS and not error.retriable():
@@ -510,6 +565,7 @@ class SinkWorker:
         deadline = time.monotonic() + seconds
         while not self._stop.is_set():
             self.status.turned()
+            self._maybe_report_lag()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -520,7 +576,10 @@ class SinkWorker:
         """Messages that slipped through while paused are read again after resuming."""
         first: dict[tuple[str, int], int] = {}
         for message in messages:
-            if message.error() is None:
+            error = message.error()
+            if error is not None:
+                self._raise_if_fatal(error)
+            else:
                 topic, partition, offset = position(message)
                 first[(topic, partition)] = min(first.get((topic, partition), offset), offset)
         assert self._consumer is not None
@@ -528,7 +587,7 @@ class SinkWorker:
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _pause(self) -> None:
-        if not self._paused and self._consumer is not None:
+        if not self._paused and self._consumer is not None and not self._consumer_dead:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
 
@@ -559,6 +618,7 @@ class SinkWorker:
             extra={"sink": self.sink_name, "partitions": describe(partitions)},
         )
         self.status.assigned = True  # even none: the group answered
+        self.status.group_error = None
         for batch in self._held():
             batch.revoked.difference_update((tp.topic, tp.partition) for tp in partitions)
         if self._options.on_assign is not None:
@@ -585,15 +645,24 @@ class SinkWorker:
     # -- lag -------------------------------------------------------------------------------
 
     def _maybe_report_lag(self) -> None:
+        """Every LAG_REPORT_INTERVAL_S, from every loop that turns: the normal one, and those
+        that wait while the sink is down, hung or misconfigured (lag keeps growing then)."""
         now = time.monotonic()
-        if now < self._next_lag_report or self._consumer is None:
+        if now < self._next_lag_report or self._consumer is None or self._consumer_dead:
             return
         self._next_lag_report = now + LAG_REPORT_INTERVAL_S
         assignment = self._consumer.assignment()
         if not assignment:
             return
+        # Paused partitions fetch nothing, so the ends the last fetches brought go stale while
+        # the sink is down: ask the brokers then (bounded: one request per partition leader
+        # every LAG_REPORT_INTERVAL_S, waited for at most END_OFFSETS_TIMEOUT_S).
+        ends = kafka_clients.end_offsets(self._consumer, assignment) if self._paused else None
         for tp in self._consumer.position(assignment):
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if ends is None:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            else:
+                high = ends.get((tp.topic, tp.partition), -1)
             if tp.offset >= 0 and high >= 0:
                 metrics.CONSUMER_LAG.labels(self.sink_name, tp.topic, str(tp.partition)).set(
                     max(0, high - tp.offset)
