@@ -114,6 +114,10 @@ class RoutingSettings(_Section):
     target_format: str = "{table}"  # placeholders: {schema}, {table}
     tables: dict[str, TableRoute] = Field(default_factory=dict)  # keyed by schema.table
     keyless: KeylessPolicy | None = None  # None: the sink's default (KEYLESS_DEFAULT)
+    # Targets that several source tables may share on purpose (their rows merged into one
+    # table/index). Elsewhere two tables on one target stop the worker with a ConfigError,
+    # unless each of them names the target in routing.tables.<t>.target.
+    allow_merge: list[str] = Field(default_factory=list)
 
     @field_validator("target_format")
     @classmethod

@@ -8,6 +8,12 @@ Rows of a table without a primary key (no message key) follow the table's keyles
 ``skip`` (one log line per table, counted in ``fanout_keyless_skipped_total``) or ``append``
 (every upsert becomes a new row keyed by its source position, ``_fanout_position``; deletes,
 which cannot name a row, are skipped and counted).
+
+Two source tables on one target (``public.orders`` and ``archive.orders`` under the default
+``{table}``) would merge their rows without a word, and keys of one overwrite the other's. The
+second table seen is a ConfigError naming both (the worker stops, nothing of the batch is
+committed), unless the merge is configured: the target is in ``routing.allow_merge``, or each
+of the tables names it in ``routing.tables.<t>.target``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fanout.errors import MappingError
+from fanout.errors import ConfigError, MappingError
 from fanout.events import POSITION_COLUMN, ChangeEvent, Column, Op
 from fanout.runtime.metrics import KEYLESS_SKIPPED
 from fanout.settings import KeylessPolicy, RoutingSettings, TableRoute
@@ -47,6 +53,7 @@ class Router:
         self._sink = sink
         self._routes: dict[str, _Route | None] = {}
         self._keyless_logged: set[str] = set()
+        self._sources: dict[str, str] = {}  # target -> the first source table routed to it
 
     def route(self, event: ChangeEvent) -> ChangeEvent | None:
         route = self._route_for(event.table)
@@ -79,8 +86,28 @@ class Router:
             return None
         explicit = self._settings.tables.get(table, TableRoute())
         target = explicit.target or self._default_target(table)
+        self._claim(target, table)
         keyless = explicit.keyless or self._settings.keyless or "skip"
         return _Route(target, frozenset(explicit.drop), dict(explicit.rename), keyless)
+
+    def _claim(self, target: str, table: str) -> None:
+        """Refuse a second source table on ``target`` unless merging is configured."""
+        first = self._sources.setdefault(target, table)
+        if first == table or self._merges(target, first, table):
+            return
+        raise ConfigError(
+            f"routing{f' ({self._sink})' if self._sink else ''}: source tables {first} and "
+            f"{table} both map to target {target!r}; their rows would be merged. Give one "
+            "another target (routing.tables.<table>.target, or {schema} in "
+            "routing.target_format), exclude one, or list the target in routing.allow_merge "
+            "if merging is meant"
+        )
+
+    def _merges(self, target: str, *tables: str) -> bool:
+        if target in self._settings.allow_merge:
+            return True
+        routes = self._settings.tables
+        return all(table in routes and routes[table].target == target for table in tables)
 
     def _keyless(self, event: ChangeEvent, route: _Route) -> ChangeEvent | None:
         """The event keyed by its source position (policy append, upserts), or None."""

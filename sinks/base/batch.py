@@ -42,6 +42,7 @@ from fanout.runtime.metrics import EVENTS_WRITTEN, STALE_SKIPPED
 from sinks.base.collapse import collapse, fill_missing_columns
 from sinks.base.errors import Verdict, mapped_errors
 from sinks.base.fallback import Candidates
+from sinks.base.names import NameClaims
 
 P = TypeVar("P")  # what the sink's prepare step attaches to each valid event
 C = TypeVar("C")  # what the sink's prepare step knows about one target (its table, its key…)
@@ -111,6 +112,7 @@ class BatchSink(ABC, Generic[P, C]):
 
     def __init__(self) -> None:
         self._target_verdicts: dict[str, str | MappingError] = {}
+        self._claims = NameClaims(getattr(self, "name", type(self).__name__))
         self._next_purge = 0.0
 
     def open(self) -> None:
@@ -225,6 +227,8 @@ class BatchSink(ABC, Generic[P, C]):
                 verdict = self.check_target(target)
             except MappingError as exc:
                 verdict = exc
+            else:  # a store's own name for the target must not be another target's too
+                self._claims.claim(verdict, target, event.table)
             self._target_verdicts[target] = verdict
         return verdict
 

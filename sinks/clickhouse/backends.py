@@ -70,10 +70,14 @@ class Backend:
         column_types: Sequence[ClickHouseType],
         settings: Mapping[str, Any],
     ) -> None:
-        """One columnar insert (Native format); ``table`` is a plain, unquoted name."""
+        """One columnar insert (Native format); ``table`` is a plain, unquoted name.
+
+        The driver passes a name with a dot unquoted (taking it for ``database.table``) and
+        keeps a quoted one as it is, so the name goes in quoted here, as every other statement
+        names it: a target ``a.b`` is the table `a.b`, not table b of a database a."""
         with mapped_errors():
             self.client.insert(
-                table,
+                quote_identifier(table),
                 columns,
                 column_names=list(column_names),
                 column_types=list(column_types),

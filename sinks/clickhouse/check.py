@@ -1,7 +1,8 @@
 """Check one target's events against its table before anything is written.
 
 An event is rejected (it goes to the DLQ with the reason) for a changed primary key, an
-invalid column name, an incompatible type change, or NULL in a NOT NULL column. Columns the
+invalid column name, an incompatible type change, NULL in a NOT NULL column, or a number its
+Decimal column cannot hold exactly. Columns the
 table lacks are collected for one ``ADD COLUMN`` per batch.
 
 Events that carry a Debezium schema are checked per *shape*: the column/type verdicts are
@@ -19,7 +20,14 @@ from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column
 from sinks.base.columns import infer_column
 from sinks.clickhouse.schema import TableSchema
-from sinks.clickhouse.types import TableColumn, mismatch, name_problem, table_column_for
+from sinks.clickhouse.types import (
+    TableColumn,
+    ValueCheck,
+    mismatch,
+    name_problem,
+    table_column_for,
+    value_check,
+)
 
 _PRESENT = object()  # stands for "some non-NULL value" when a verdict is worked out per shape
 
@@ -45,6 +53,7 @@ class _Shape:
     additions: dict[str, TableColumn] = field(default_factory=dict)
     not_null: tuple[str, ...] = ()  # columns whose NULL is rejected
     type_problems: dict[str, str] = field(default_factory=dict)  # rejected unless NULL
+    value_checks: dict[str, ValueCheck] = field(default_factory=dict)  # looked at per value
 
 
 def check_events(
@@ -133,6 +142,10 @@ class _Checker:
                 return shape
             elif existing is not None and column.name not in self.known:
                 shape.additions[column.name] = existing
+            if existing is not None and not problem:
+                check = value_check(existing, column)
+                if check is not None:
+                    shape.value_checks[column.name] = check
             if existing is not None and not existing.nullable and existing.kind != "array":
                 not_null.append(column.name)
         shape.not_null = tuple(not_null)
@@ -166,6 +179,9 @@ class _Checker:
                 problem, target = self._column_problem(column, value, existing)
             except MappingError as exc:
                 return str(exc)
+            if not problem and target is not None and value is not None:
+                check = value_check(target, column)
+                problem = check(value) if check is not None else None
             if problem:
                 return problem
             if existing is None and target is not None:
@@ -190,4 +206,9 @@ def _null_problem(shape: _Shape, values: Mapping[str, Any]) -> str | None:
     for name, problem in shape.type_problems.items():
         if values.get(name) is not None:
             return problem
+    for name, check in shape.value_checks.items():
+        value = values.get(name)
+        refused = None if value is None else check(value)
+        if refused:
+            return refused
     return None

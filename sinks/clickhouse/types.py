@@ -6,11 +6,17 @@ has a *kind* (``TableColumn.kind``) that says which logical types it can still t
 non-Nullable column holds when an event carries no value for it (``zero_for``). Kinds that a
 ClickHouse type cannot tell apart (JSON, time and binary columns are all ``String``) are kept in
 the column comment (``fanout:json``), so they survive restarts and other writers.
+
+Decimals are never rounded: a decimal without a scale (PostgreSQL's unconstrained ``numeric``,
+Debezium's ``VariableScaleDecimal``) is stored as its exact decimal text in a ``String`` column
+(kind ``decimal_text``); a value headed for an existing ``Decimal(P, S)`` column that cannot
+hold it exactly is refused with the reason (``value_check``), never cut to the scale.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,7 +35,6 @@ RESERVED_PREFIX = "_fanout"
 COMMENT_PREFIX = "fanout:"
 MAX_NAME_LENGTH = 200
 DEFAULT_DECIMAL_PRECISION = 38
-DEFAULT_DECIMAL_SCALE = 18
 MAX_DECIMAL_PRECISION = 76
 UTC = dt.UTC
 
@@ -54,7 +59,7 @@ _SIMPLE: dict[str, tuple[str, str]] = {
     "timestamptz": ("DateTime64(6, 'UTC')", "datetime"),
     "json": ("String", "json"),
 }
-_COMMENTED_KINDS = frozenset({"bytes", "time", "json"})
+_COMMENTED_KINDS = frozenset({"bytes", "time", "json", "decimal_text"})
 _INTS = frozenset({"int16", "int32", "int64"})
 _NUMBERS = _INTS | {"float32", "float64"}
 
@@ -63,6 +68,7 @@ ACCEPTS: dict[str, frozenset[str]] = {
     "int": _INTS,
     "float": _NUMBERS,
     "decimal": _INTS | {"decimal"},
+    "decimal_text": _INTS | {"decimal"},
     "bool": frozenset({"boolean"}),
     "string": frozenset({"string", "uuid", "bytes"}),
     "bytes": frozenset({"bytes", "string"}),
@@ -135,6 +141,8 @@ def table_column_for(column: Column, *, key: bool, low_cardinality: bool) -> Tab
 
 def _base_type(column: Column) -> tuple[str, str, str | None]:
     if column.type == "decimal":
+        if column.param("scale") is None:  # any scale, row by row: no Decimal(P, S) holds it
+            return "String", "decimal_text", None
         return _decimal_type(column), "decimal", None
     if column.type == "array":
         items = column.param("items") or "string"
@@ -149,7 +157,7 @@ def _base_type(column: Column) -> tuple[str, str, str | None]:
 
 
 def _decimal_type(column: Column) -> str:
-    scale = _int_param(column, "scale", DEFAULT_DECIMAL_SCALE)
+    scale = _int_param(column, "scale", 0)
     precision = _int_param(column, "precision", max(DEFAULT_DECIMAL_PRECISION, scale))
     if not 0 <= scale <= precision <= MAX_DECIMAL_PRECISION:
         raise MappingError(
@@ -229,6 +237,83 @@ def mismatch(existing: TableColumn, column: Column, value: Any) -> str | None:
     return None
 
 
+# ---- exact fit of numbers into Decimal(P, S) ----------------------------------------------
+
+ValueCheck = Callable[[Any], str | None]
+_DECIMAL_SIZES = {"Decimal32": 9, "Decimal64": 18, "Decimal128": 38, "Decimal256": 76}
+_INT_DIGITS = {"int16": 5, "int32": 10, "int64": 19}
+
+
+@lru_cache(maxsize=256)
+def decimal_bounds(ch_type: str) -> tuple[int, int] | None:
+    """(precision, scale) of a Decimal column type; None for any other type."""
+    inner, _ = _unwrap(ch_type)
+    if match := re.fullmatch(r"Decimal\((\d+),\s*(\d+)\)", inner):
+        return int(match[1]), int(match[2])
+    if match := re.fullmatch(r"(Decimal(?:32|64|128|256))\((\d+)\)", inner):
+        return _DECIMAL_SIZES[match[1]], int(match[2])
+    return None
+
+
+def value_check(existing: TableColumn, column: Column) -> ValueCheck | None:
+    """A per-value check for values of ``column`` headed for ``existing``; None when the
+    declared type already guarantees every value fits (the common case costs nothing)."""
+    bounds = decimal_bounds(existing.ch_type) if existing.kind == "decimal" else None
+    if bounds is None:
+        return None
+    precision, scale = bounds
+    if _always_fits(column, precision - scale, scale):
+        return None
+
+    def check(value: Any) -> str | None:
+        return _decimal_problem(existing, value, precision, scale)
+
+    return check
+
+
+def _always_fits(column: Column, integer_digits: int, scale: int) -> bool:
+    if column.type in _INT_DIGITS:
+        return _INT_DIGITS[column.type] <= integer_digits
+    own_scale, own_precision = column.param("scale"), column.param("precision")
+    if column.type != "decimal" or own_scale is None or own_precision is None:
+        return False
+    try:
+        return int(own_scale) <= scale and int(own_precision) - int(own_scale) <= integer_digits
+    except ValueError:
+        return False
+
+
+def _decimal_problem(existing: TableColumn, value: Any, precision: int, scale: int) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None  # not a number: the type check (mismatch) speaks for it
+    number = Decimal(value) if isinstance(value, int) else value
+    if not number.is_finite():
+        return f"column {existing.name!r}: {number} cannot be stored in {existing.ch_type}"
+    fraction, integer = _digits(number)
+    if fraction <= scale and integer <= precision - scale:
+        return None
+    return (
+        f"column {existing.name!r}: {value} has {integer} integer and {fraction} fractional "
+        f"digits, more than {existing.ch_type} holds exactly; fanout does not round (a decimal "
+        "without a scale is stored as its text: docs/sinks/clickhouse.md)"
+    )
+
+
+def _digits(number: Decimal) -> tuple[int, int]:
+    """(fractional digits, integer digits) of ``number`` written without trailing zeros."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    trailing = 0
+    for digit in reversed(digits):
+        if digit:
+            break
+        trailing += 1
+    if trailing == len(digits):
+        return 0, 0  # zero
+    exponent += trailing
+    return max(0, -exponent), max(0, len(digits) - trailing + exponent)
+
+
 def _type_change(existing: TableColumn, logical: str) -> str:
     return (
         f"incompatible type change: column {existing.name!r} is {existing.ch_type} in "
@@ -246,6 +331,12 @@ def _to_json(value: Any) -> str:
     return stdlib_dumps(value, default=str)
 
 
+def _to_decimal_text(value: Any) -> str:
+    # Plain notation, every digit and the scale as sent: 1E-22 is "0.0000000000000000000001",
+    # as PostgreSQL shows it and as toDecimal256(text, S) parses it.
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
 def _to_time(value: Any) -> str:
     return value.isoformat("microseconds") if isinstance(value, dt.time) else str(value)
 
@@ -256,7 +347,12 @@ def _to_utc(value: Any) -> Any:
     return value
 
 
-_CONVERTERS: dict[str, Converter] = {"json": _to_json, "time": _to_time, "datetime": _to_utc}
+_CONVERTERS: dict[str, Converter] = {
+    "json": _to_json,
+    "time": _to_time,
+    "datetime": _to_utc,
+    "decimal_text": _to_decimal_text,
+}
 
 _ZEROS: dict[str, Any] = {
     "int": 0,
@@ -266,6 +362,7 @@ _ZEROS: dict[str, Any] = {
     "string": "",
     "bytes": b"",
     "json": "",
+    "decimal_text": "",
     "time": "",
     "uuid": "00000000-0000-0000-0000-000000000000",
     "date": dt.date(1970, 1, 1),

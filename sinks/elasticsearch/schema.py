@@ -18,11 +18,12 @@ settings' own) so that no number is refused for its size: integers as ``long`` w
 in ``_ignored``), fractions as ``double`` (Elasticsearch's default ``float`` refuses a double
 beyond 3.4e38).
 
-A target must make valid names for its index and alias: Elasticsearch refuses uppercase, spaces
-and ``\\ / * ? " < > | , # :`` anywhere, a leading ``_ - +`` (and ``.``, which marks hidden and
-system indices), and names over 255 bytes; ``T.fanout`` and ``fanout.meta`` are the sink's own.
-The rules that do not depend on the prefix are :data:`NAMES`; :func:`check_index_names` adds
-the ones that do.
+Index names: Elasticsearch refuses uppercase, spaces and ``\\ / * ? " < > | , # :`` anywhere, a
+leading ``_ - +`` (and ``.``, which marks hidden and system indices), and names over 255 bytes;
+``T.fanout`` and ``fanout.meta`` are the sink's own. A target it would refuse is not refused
+but renamed by one documented rule (:func:`index_name`, ``NameRules.derive``): lowercased,
+refused characters replaced by ``_``, leading ``_ - + .`` dropped (without a prefix), a name too
+long cut and ended with a hash. The rules that do not depend on the prefix are :data:`NAMES`.
 
 Callers wrap these calls in ``sinks.elasticsearch.errors.mapped_errors``.
 """
@@ -30,6 +31,7 @@ Callers wrap these calls in ``sinks.elasticsearch.errors.mapped_errors``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -38,7 +40,6 @@ from typing import Any
 
 from elasticsearch import BadRequestError, Elasticsearch
 
-from fanout.errors import MappingError
 from fanout.settings import ElasticsearchSettings
 from sinks.base.names import NameRules
 from sinks.elasticsearch.cleanup import delete_matching
@@ -71,6 +72,7 @@ NAMES = NameRules(
     reserved_prefixes=(),  # only the names below are fanout's own
     reserved_suffixes=(PHYSICAL_SUFFIX,),
     reserved_names=frozenset({META_INDEX}),
+    lowercase=True,
 )
 _LEADING = ("_", "-", "+", ".")
 JSON_MAPPINGS: dict[str, dict[str, Any] | None] = {
@@ -90,18 +92,18 @@ DYNAMIC_TEMPLATES: list[dict[str, Any]] = [
 log = logging.getLogger(__name__)
 
 
-def check_index_names(prefix: str, target: str) -> str:
-    """``target`` if its index and alias are valid names under ``prefix``, else MappingError
-    saying why."""
-    NAMES.check(target)
-    problem = None
-    if not prefix and target.startswith(_LEADING):
-        problem = "must not start with _, -, + or . (without an index_prefix)"
-    elif len((prefix + target + PHYSICAL_SUFFIX).encode()) > MAX_INDEX_NAME_BYTES:
-        problem = f"the index name is longer than {MAX_INDEX_NAME_BYTES} bytes"
-    if problem is not None:
-        raise MappingError(f"invalid {NAMES.what} name {target!r}: {problem}")
-    return target
+def index_rules(prefix: str) -> NameRules:
+    """The rules for a target's name under ``prefix``: alias ``prefix + name``, index
+    ``prefix + name + .fanout``; a leading ``_ - + .`` only matters without a prefix."""
+    room = MAX_INDEX_NAME_BYTES - len((prefix + PHYSICAL_SUFFIX).encode())
+    return dataclasses.replace(NAMES, max_bytes=room, invalid_leading=() if prefix else _LEADING)
+
+
+def index_name(prefix: str, target: str) -> str:
+    """The name ``target``'s alias and index are made of (without the prefix): ``target``
+    itself when Elasticsearch takes it, else derived from it (MappingError when nothing valid
+    is left). Deterministic: a restart, another process or a backfill derive the same name."""
+    return index_rules(prefix).derive(target)
 
 
 class Indices:

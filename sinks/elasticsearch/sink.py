@@ -38,7 +38,7 @@ from sinks.base.batch import BatchSink, Failures, Prepared, TargetBatch
 from sinks.base.errors import Verdict
 from sinks.elasticsearch.carry import SOURCE_SERIALIZERS, carry_forward
 from sinks.elasticsearch.errors import classify, mapped_errors
-from sinks.elasticsearch.schema import Indices, check_index_names
+from sinks.elasticsearch.schema import Indices, index_name
 from sinks.elasticsearch.types import NO_JSON, JsonColumnCache, bulk_lines, document_id
 from sinks.elasticsearch.write import BulkReport, BulkWriter, Entry
 
@@ -119,7 +119,7 @@ class ElasticsearchSink(BatchSink[str, Index]):
     # -- the template's hooks ----------------------------------------------------------------
 
     def check_target(self, target: str) -> str:
-        return check_index_names(self._settings.index_prefix, target)
+        return index_name(self._settings.index_prefix, target)
 
     def classify(self, exc: BaseException) -> Verdict | None:
         return classify(exc)

@@ -440,7 +440,7 @@ def test_events_with_invalid_targets_or_keys_fail_alone(
         Op.UPSERT, "src.items", {}, {"v": 1}, 1, 1, Origin("t", 0, 12), (), "items"
     )
     batch = [
-        change(1, 1, target="Not Valid", offset=10),
+        change(1, 1, target="Not Valid.fanout", offset=10),  # derives a reserved name
         change(2, -1, offset=11),  # outside Elasticsearch's external versions
         keyless,
         change(3, 1, {"v": "x" * 10}, offset=13),
@@ -452,7 +452,7 @@ def test_events_with_invalid_targets_or_keys_fail_alone(
     failures = list(sink.write(batch))
     assert [f.origin.offset for f in failures] == [10, 11, 12]
     assert all(isinstance(f.error, MappingError) and f.stage == "write" for f in failures)
-    assert "invalid Elasticsearch index name 'Not Valid'" in str(failures[0].error)
+    assert "invalid Elasticsearch index name 'Not Valid.fanout'" in str(failures[0].error)
     hashed = "~#" + hashlib.sha256(b"k" * 513).hexdigest()
     assert set(searched(es, prefix + "items")) == {"2", "3", hashed}
     assert searched(es, prefix + "items")[hashed]["id"] == "k" * 513

@@ -18,6 +18,7 @@ from sinks.clickhouse.types import (
     quote_string,
     table_column_for,
     table_column_from_catalog,
+    value_check,
     zero_for,
 )
 
@@ -37,7 +38,7 @@ def col(logical: str, optional: bool = True, **params: str) -> Column:
         (col("float64", optional=False), "Float64"),
         (col("decimal", precision="12", scale="2"), "Nullable(Decimal(12, 2))"),
         (col("decimal", scale="4"), "Nullable(Decimal(38, 4))"),
-        (col("decimal"), "Nullable(Decimal(38, 18))"),
+        (col("decimal"), "Nullable(String)"),  # no scale: the exact decimal text
         (col("string"), "Nullable(String)"),
         (col("bytes"), "Nullable(String)"),
         (col("uuid"), "Nullable(UUID)"),
@@ -77,6 +78,7 @@ def test_a_decimal_clickhouse_cannot_hold_is_a_mapping_error() -> None:
 @pytest.mark.parametrize(
     "column",
     [col(t) for t in ("boolean", "int32", "decimal", "string", "uuid", "date", "timestamptz")]
+    + [col("decimal", precision="20", scale="4")]
     + [col("json"), col("time"), col("bytes"), col("array", items="int64")],
 )
 def test_a_created_column_reads_back_from_the_catalog_as_the_same_kind(column: Column) -> None:
@@ -166,3 +168,57 @@ def test_missing_values_become_null_or_the_type_zero() -> None:
     assert zero("String") == ""
     assert zero("Array(Nullable(String))") == []
     assert zero("DateTime64(6, 'UTC')") == dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def test_a_decimal_without_a_scale_is_stored_as_its_exact_text() -> None:
+    column = table_column_for(col("decimal"), key=False, low_cardinality=False)
+    to_text = converter_for(column)
+    assert column.kind == "decimal_text" and to_text is not None
+    assert "COMMENT 'fanout:decimal_text'" in column.definition()
+    assert to_text(Decimal("1E-22")) == "0.0000000000000000000001"
+    assert to_text(Decimal("-12345678901234567890.123456789012345678901")) == (
+        "-12345678901234567890.123456789012345678901"
+    )
+    assert to_text(Decimal("1.500")) == "1.500"  # the scale as sent
+    assert to_text(7) == "7"
+    assert mismatch(column, col("decimal", scale="2"), Decimal("1.5")) is None
+    assert mismatch(column, col("float64"), 1.5) is not None  # a float is not exact
+
+
+@pytest.mark.parametrize(
+    ("existing", "value"),
+    [
+        ("Nullable(Decimal(38, 18))", Decimal("1.000000000000000000000")),  # zeros beyond: exact
+        ("Decimal(10, 2)", Decimal("99999999.99")),
+        ("Decimal64(4)", 10**13),
+        ("Decimal(38, 18)", Decimal("-0")),
+    ],
+)
+def test_numbers_a_decimal_column_holds_exactly_pass(existing: str, value: object) -> None:
+    check = value_check(table_column_from_catalog("c", existing, ""), col("decimal"))
+    assert check is not None and check(value) is None
+
+
+@pytest.mark.parametrize(
+    ("existing", "value"),
+    [
+        ("Nullable(Decimal(38, 18))", Decimal("1E-22")),
+        ("Nullable(Decimal(38, 18))", Decimal("0.1234567890123456789")),
+        ("Decimal(10, 2)", Decimal("100000000")),
+        ("Decimal(10, 2)", 10**9),
+        ("Decimal(38, 18)", Decimal("NaN")),
+    ],
+)
+def test_numbers_a_decimal_column_would_round_are_refused(existing: str, value: object) -> None:
+    check = value_check(table_column_from_catalog("c", existing, ""), col("decimal"))
+    assert check is not None
+    assert "holds exactly" in (check(value) or "") or "cannot be stored" in (check(value) or "")
+
+
+def test_declared_types_that_always_fit_are_not_checked_value_by_value() -> None:
+    existing = table_column_from_catalog("c", "Nullable(Decimal(38, 18))", "")
+    assert value_check(existing, col("decimal", precision="20", scale="18")) is None
+    assert value_check(existing, col("int64")) is None
+    assert value_check(existing, col("decimal", precision="40", scale="18")) is not None
+    assert value_check(table_column_from_catalog("c", "Decimal(10, 2)", ""), col("int64"))
+    assert value_check(table_column_from_catalog("c", "Nullable(Int64)", ""), col("int64")) is None

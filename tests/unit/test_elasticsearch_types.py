@@ -20,7 +20,7 @@ from elasticsearch.serializer import JsonSerializer
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Json, Op, Origin
-from sinks.elasticsearch.schema import check_index_names
+from sinks.elasticsearch.schema import index_name
 from sinks.elasticsearch.types import (
     bulk_lines,
     document_id,
@@ -194,39 +194,53 @@ def test_deletes_are_versioned_tombstone_documents() -> None:
 
 
 @pytest.mark.parametrize(
-    ("target", "reason"),
+    ("prefix", "target", "derived"),
     [
-        ("Orders", "invalid characters"),
-        ("a b", "invalid characters"),
-        ("a*", "invalid characters"),
-        ("a\nb", "control characters"),
-        ("_x", "must not start with"),
-        ("-x", "must not start with"),
-        (".x", "must not start with"),
-        ("x.fanout", "reserved"),
-        ("fanout.meta", "reserved"),
-        ("a" * 250, "longer than 255 bytes"),
-        ("", "empty name"),
+        ("", "Orders", "orders"),
+        ("", "Order Items", "order_items"),
+        ("", "a*b?c", "a_b_c"),
+        ("", "a\nb", "a_b"),
+        ("", "_x", "x"),
+        ("", "-+.x", "x"),
+        ("cdc-", "_Underscore", "_underscore"),  # a leading _ is fine after a prefix
+        ("", "Ärger", "ärger"),  # not only ASCII letters have a lowercase
     ],
 )
-def test_targets_that_cannot_name_an_index_are_refused(target: str, reason: str) -> None:
+def test_targets_that_cannot_name_an_index_derive_one(
+    prefix: str, target: str, derived: str
+) -> None:
+    assert index_name(prefix, target) == derived
+    assert index_name(prefix, derived) == derived  # a derived name derives itself
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("x.fanout", "reserved"),
+        ("fanout.meta", "reserved"),
+        ("", "empty name"),
+        ("__", "empty name"),
+    ],
+)
+def test_targets_that_derive_no_usable_name_are_refused(target: str, reason: str) -> None:
     with pytest.raises(MappingError, match=f"invalid Elasticsearch index name .*{reason}"):
-        check_index_names("", target)
+        index_name("", target)
 
 
-def test_valid_targets_pass() -> None:
-    assert check_index_names("", "inventory.orders") == "inventory.orders"
-    assert check_index_names("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
-    assert check_index_names("cdc-", "_fanout_x") == "_fanout_x"  # no index of the sink's
+def test_valid_targets_keep_their_name() -> None:
+    assert index_name("", "inventory.orders") == "inventory.orders"
+    assert index_name("cdc-", "_underscore_ok_after_prefix") == "_underscore_ok_after_prefix"
+    assert index_name("cdc-", "_fanout_x") == "_fanout_x"  # no index of the sink's
 
 
-def test_the_prefix_counts_towards_the_index_name_length() -> None:
+def test_a_name_too_long_for_its_prefix_is_cut_and_ended_by_a_hash() -> None:
     longest = "a" * (255 - len(".fanout"))
-    assert check_index_names("", longest) == longest
-    with pytest.raises(MappingError, match="longer than 255 bytes"):
-        check_index_names("cdc-", longest)
-    with pytest.raises(MappingError, match="longer than 255 bytes"):
-        check_index_names("", "é" * 125)  # bytes, not characters
+    assert index_name("", longest) == longest
+    cut = index_name("cdc-", longest)
+    assert len(("cdc-" + cut + ".fanout").encode()) == 255
+    assert cut.startswith("aaaa") and cut != index_name("cdc-", longest + "b")
+    wide = index_name("", "é" * 125)  # bytes, not characters; never half a character
+    assert len((wide + ".fanout").encode()) <= 255 and wide.startswith("é")
 
 
 def client_lines(action: dict[str, Any]) -> bytes:
