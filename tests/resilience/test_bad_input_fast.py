@@ -52,6 +52,7 @@ def test_every_kind_of_bad_record_in_every_sink(
     for verdict in verdicts:
         print(summary({"test": "fast", "kinds": len(bad), **verdict.figures}))
     problems = [f"{v.sink}: {problem}" for v in verdicts for problem in v.problems]
+    problems += [f"{v.sink}: DLQ duplicates" for v in verdicts if v.figures["dlq_duplicates"]]
     # PostgreSQL's rows value by value too (the others are compared by key and version)
     own = own_keys(bad)
     rows = all_tables_state(pg, run.prefix)
