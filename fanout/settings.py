@@ -311,6 +311,20 @@ class SinksSettings(_Section):
         return [name for name in SINK_NAMES if self.get(name).enabled]
 
 
+class SchemaRegistrySettings(_Section):
+    """A Confluent-compatible schema registry (``kafka.value_format: avro``)."""
+
+    url: str | None = None  # e.g. http://registry:8081, or Apicurio's .../apis/ccompat/v7
+    basic_auth_user: str | None = None
+    basic_auth_password: SecretStr | None = None
+    basic_auth_password_file: str | None = None  # the password read from this file (a Secret)
+    ssl_ca_location: str | None = None  # CA (PEM) the registry's certificate is checked against
+    timeout_s: float = Field(10.0, gt=0)  # one HTTP request
+    # How long an unreachable registry (refused, timeout, 5xx) is retried before the worker
+    # stops with a ConfigError; a record is never dead-lettered because the registry is down.
+    unavailable_after_s: float = Field(60.0, ge=0)
+
+
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     topics: list[str] = Field(default_factory=list)
@@ -369,6 +383,22 @@ class KafkaSettings(_Section):
     # topic glob -> the connector's unavailable.value.placeholder (unchanged TOASTed values);
     # topics no glob matches use Debezium's default, __debezium_unavailable_value.
     unavailable_value_placeholders: dict[str, str] = Field(default_factory=dict)
+    # How message values (and keys, unless key_format says otherwise) are encoded: JsonConverter
+    # JSON, or Avro in the Confluent wire format (magic byte, schema id) read through
+    # schema_registry. See docs/ENVELOPES.md, "Avro".
+    value_format: Literal["json", "avro"] = "json"
+    key_format: Literal["json", "avro"] | None = None  # None: as value_format
+    schema_registry: SchemaRegistrySettings = Field(default_factory=SchemaRegistrySettings)
+
+    @model_validator(mode="after")
+    def _registry_for_avro(self) -> KafkaSettings:
+        avro = "avro" in (self.value_format, self.key_format)
+        if avro and not self.schema_registry.url:
+            raise ValueError(
+                "kafka.schema_registry.url is required when kafka.value_format (or key_format)"
+                " is avro"
+            )
+        return self
 
     @model_validator(mode="after")
     def _security_complete(self) -> KafkaSettings:

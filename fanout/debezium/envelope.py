@@ -5,7 +5,9 @@ that topic before (only the handling of tombstones depends on that history); it 
 ``ChangeEvent``, ``None`` for a message that carries nothing to apply (a tombstone made redundant
 by the delete event before it, a heartbeat, a schema-change or transaction-metadata record, a
 logical-decoding message), and raises ``DecodeError`` — and nothing else — for anything it
-cannot decode, with the reason in the message. It never blocks and does no I/O.
+cannot decode, with the reason in the message. It never blocks and does no I/O, except with
+Avro (``avro``): a schema id seen for the first time is fetched from the registry, which may
+raise ``ConfigError`` when the registry refuses or stays unreachable (``registry``).
 
 Forms (see docs/ENVELOPES.md): JsonConverter output with ``schemas.enable`` true (``schema`` +
 ``payload``) or false, for key and value; the full envelope (``before``/``after``/``source``/
@@ -31,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from fanout.debezium.avro import Framing, framing_for
 from fanout.debezium.framing import PlanCache
 from fanout.debezium.types import EMPTY_PLAN, RowPlan, plan_row
 from fanout.debezium.unavailable import DEFAULT as DEFAULT_PLACEHOLDER
@@ -198,6 +201,7 @@ class Decoder:
         tombstones: TombstoneMode = "auto",
         flattened_topics: Sequence[str] = (),
         unavailable_value_placeholders: Mapping[str, str] | None = None,
+        framing: Framing = PlanCache,  # JsonConverter JSON; avro.framing_for: Confluent Avro
     ) -> None:
         self._rules = tuple((version_source or {}).items())
         self._tombstones = tombstones
@@ -216,8 +220,8 @@ class Decoder:
         self._clocks: dict[str, str] = {}  # topic -> "position" | "time": what versioned it
         self._tables: dict[str, set[str]] = {}  # topic -> source tables seen on it (up to 2)
         self._keyed: set[str] = set()  # tables whose rows have come with a key
-        self._values = PlanCache("value", _value_plan)
-        self._keys = PlanCache("key", _key_plan)
+        self._values = framing("value", _value_plan)
+        self._keys = framing("key", _key_plan)
 
     @classmethod
     def from_settings(cls, kafka: KafkaSettings) -> Decoder:
@@ -228,6 +232,7 @@ class Decoder:
             kafka.tombstones,
             kafka.flattened_topics,
             kafka.unavailable_value_placeholders,
+            framing_for(kafka),
         )
 
     def decode(self, origin: Origin) -> ChangeEvent | None:

@@ -1,0 +1,77 @@
+"""Schema registry look-ups: settings, and each failure in its error class."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+from fanout.debezium.registry import SchemaRegistry, client_config
+from fanout.errors import ConfigError, DecodeError
+from fanout.settings import SchemaRegistrySettings, load_settings
+
+
+def failing(error: Exception) -> SchemaRegistry:
+    def fetch(schema_id: int) -> str:
+        raise error
+
+    return SchemaRegistry("http://registry.test", fetch, unavailable_after_s=0)
+
+
+def test_avro_without_a_registry_url_fails_at_start_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"kafka\.schema_registry\.url is required"):
+        load_settings(kafka={"value_format": "avro"})
+
+
+def test_the_password_comes_from_its_file_and_is_never_printed(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    settings = load_settings(
+        kafka={
+            "value_format": "avro",
+            "schema_registry": {
+                "url": "https://registry.test",
+                "basic_auth_user": "fanout",
+                "basic_auth_password_file": str(secret),
+            },
+        }
+    )
+    registry = settings.kafka.schema_registry
+    assert "s3cret" not in repr(settings)
+    assert client_config(registry)["basic.auth.user.info"] == "fanout:s3cret"
+
+
+def test_an_unknown_schema_id_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="schema id 3 is not in the schema registry"):
+        failing(SchemaRegistryError(404, 40403, "Schema not found")).schema(3)
+
+
+def test_refused_credentials_stop_the_worker_with_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"refused the credentials \(HTTP 401\)"):
+        failing(SchemaRegistryError(401, 40101, "Unauthorized")).schema(3)
+
+
+def test_a_registry_that_stays_down_is_a_config_error_naming_its_url() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = SchemaRegistrySettings(url=f"http://127.0.0.1:{port}", unavailable_after_s=0)
+    with pytest.raises(ConfigError, match=f"schema registry http://127.0.0.1:{port} unavailable"):
+        SchemaRegistry.connect(settings).schema(1)
+
+
+def test_a_5xx_is_retried_until_the_deadline() -> None:
+    calls: list[int] = []
+
+    def fetch(schema_id: int) -> str:
+        calls.append(schema_id)
+        if len(calls) < 2:
+            raise SchemaRegistryError(503, 50003, "unavailable")
+        return '"string"'
+
+    assert (
+        SchemaRegistry("http://registry.test", fetch, unavailable_after_s=30).schema(1) == "string"
+    )
+    assert calls == [1, 1]
