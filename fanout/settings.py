@@ -296,6 +296,52 @@ class ClickHouseSettings(SinkSettings):
         return "server" if self.host else "embedded"
 
 
+class SourceSettings(_Section):
+    """The source PostgreSQL the connector captures, for ``fanout verify`` and ``fanout repair``
+    (read-only, except the Debezium signal rows ``repair`` inserts into ``signal_table``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(5432, gt=0, lt=65536)
+    user: str = "postgres"
+    password: SecretStr | None = None
+    password_file: str | None = None  # the password read from this file (a mounted Secret)
+    dbname: str = "postgres"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    sslrootcert: str | None = None  # CA file the server's certificate is checked against
+    connect_timeout_s: int = Field(10, gt=0)
+    statement_timeout_s: float = Field(300.0, ge=0)  # one page of a verify; 0: none
+    application_name: str = "fanout-verify"
+    # The connector's signal.data.collection ("schema.table"): where repair asks Debezium for
+    # an incremental snapshot of the keys that differ. None: repair refuses to run.
+    signal_table: str | None = None
+
+    @field_validator("signal_table")
+    @classmethod
+    def _qualified(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split(".")) != 2:
+            raise ValueError("write it as schema.table, as in signal.data.collection")
+        return value
+
+    def conninfo(self) -> dict[str, Any]:
+        """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
+        info: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "dbname": self.dbname,
+            "sslmode": self.sslmode,
+            "connect_timeout": self.connect_timeout_s,
+            "application_name": self.application_name,
+        }
+        if self.statement_timeout_s:
+            info["options"] = f"-c statement_timeout={round(self.statement_timeout_s * 1000)}"
+        if self.sslrootcert:
+            info["sslrootcert"] = self.sslrootcert
+        if self.password is not None:
+            info["password"] = self.password.get_secret_value()
+        return info
+
+
 class SinksSettings(_Section):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
@@ -489,6 +535,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     sinks: SinksSettings = Field(default_factory=SinksSettings)
+    source: SourceSettings | None = None  # for verify / repair only; `run` never reads it
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
