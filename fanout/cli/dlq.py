@@ -75,7 +75,9 @@ def _add_replay(actions: Subparsers) -> None:
         "retries), as the live consumer would. Entries that fail again go back to the DLQ "
         "as new entries with fanout.attempts raised. Every handled entry is recorded in "
         "<dlq_prefix>.<sink>.replayed, so running replay again does not replay it twice. "
-        "Without ENTRY arguments or filters, every entry not yet replayed is taken.",
+        "Entries stored truncated are replayed from the whole record, read back from their "
+        "origin; where it is gone (retention, compaction) they are reported unavailable and "
+        "left pending. Without ENTRY arguments or filters, every entry not yet replayed is taken.",
     )
     sink_arg(replay)
     replay.add_argument(
@@ -202,7 +204,8 @@ def _dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
         print_json(summary.as_json())
     else:
         _print_replay(summary)
-    return EXIT_INCOMPLETE if summary.count("failed") or summary.interrupted else EXIT_OK
+    incomplete = summary.count("failed") or summary.count("unavailable") or summary.interrupted
+    return EXIT_INCOMPLETE if incomplete else EXIT_OK
 
 
 def _print_replay(summary: ReplaySummary) -> None:
@@ -216,5 +219,11 @@ def _print_replay(summary: ReplaySummary) -> None:
         f"{'dry run: ' if summary.dry_run else ''}{totals['selected']} selected, "
         f"{totals['written']} written, {totals['failed']} failed again, "
         f"{totals['skipped']} skipped, {totals['already_replayed']} already replayed"
+        + (
+            f", {totals['unavailable']} unavailable (stored truncated, the whole record gone"
+            " from its origin: not replayed, still pending)"
+            if totals["unavailable"]
+            else ""
+        )
         + (" (interrupted: run it again for the rest)" if summary.interrupted else "")
     )

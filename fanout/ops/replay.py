@@ -13,6 +13,12 @@ Every handled entry is then recorded in the ledger topic ``<dlq_prefix>.<sink>.r
 or ``skipped`` (decodes to nothing, or the sink's routing no longer takes its table). A second
 replay leaves recorded entries alone, with or without filters.
 
+An entry stored truncated (too large for the DLQ topic) is replayed from the whole record,
+read back from its origin (``fanout.ops.originals``). Where that is no longer to be had (the
+source topic's retention or compaction removed it, the topic was recreated), the entry is
+``unavailable``: not replayed, not recorded (it stays pending), said why, and the replay goes
+on with the rest (exit 4, as for entries that failed again).
+
 Delivery guarantee: at least once. The ledger is written only after the batch's sink write and
 the DLQ flush; a replay killed in between replays those entries again next time, which the
 version-guarded idempotent writes make harmless. ``--dry-run`` decodes and routes only: it
@@ -35,6 +41,7 @@ from fanout.debezium.envelope import Decoder
 from fanout.errors import DecodeError, MappingError, RetryableError
 from fanout.events import ChangeEvent, Failure, Origin
 from fanout.ops.dlq import DlqEntry, ledger_topic
+from fanout.ops.originals import Originals, OriginalUnavailable
 from fanout.runtime.delivery import Delivery, DeliveryHooks
 from fanout.runtime.dlq import DeadLetterQueue, open_dead_letter_queue
 from fanout.runtime.kafka import make_admin, make_producer
@@ -45,15 +52,20 @@ from sinks.base.contract import Sink
 
 log = logging.getLogger(__name__)
 
-WRITTEN, FAILED, SKIPPED = "written", "failed", "skipped"
-_REHEARSED = {WRITTEN: "would_write", FAILED: "would_fail", SKIPPED: "would_skip"}
+WRITTEN, FAILED, SKIPPED, UNAVAILABLE = "written", "failed", "skipped", "unavailable"
+_REHEARSED = {
+    WRITTEN: "would_write",
+    FAILED: "would_fail",
+    SKIPPED: "would_skip",
+    UNAVAILABLE: UNAVAILABLE,  # a fact, not a rehearsal: the original cannot be read
+}
 
 
 @dataclass
 class EntryOutcome:
     entry: str
-    outcome: str  # written | failed | skipped; with --dry-run: would_write | would_fail | ...
-    stage: str | None = None  # where it failed again
+    outcome: str  # written | failed | skipped | unavailable; --dry-run: would_write | ...
+    stage: str | None = None  # where it failed again (``fetch``: its original is unavailable)
     error_class: str | None = None
     error: str | None = None
 
@@ -82,6 +94,7 @@ class ReplaySummary:
             "written": self.count(WRITTEN),
             "failed": self.count(FAILED),
             "skipped": self.count(SKIPPED),
+            "unavailable": self.count(UNAVAILABLE),
             "already_replayed": self.already_replayed,
             "interrupted": self.interrupted,
             "entries": [o.as_json() for o in self.outcomes],
@@ -162,10 +175,22 @@ class Replayer:
         summary = ReplaySummary(self._dry_run)
         if not entries:
             return summary
-        if self._dry_run:
-            for entry in entries:
-                summary.outcomes.append(self._rehearse(entry))
-            return summary
+        originals = Originals(self._settings.kafka)
+        try:
+            if self._dry_run:
+                for entry in entries:
+                    whole = self._whole(entry, originals)
+                    rehearsed = self._rehearse(whole) if isinstance(whole, DlqEntry) else whole
+                    summary.outcomes.append(rehearsed)
+                return summary
+            self._run(entries, originals, summary)
+        finally:
+            originals.close()
+        return summary
+
+    def _run(
+        self, entries: Sequence[DlqEntry], originals: Originals, summary: ReplaySummary
+    ) -> None:
         sink = create_sink(self._sink_name, self._sink_settings)
         dlq = open_dead_letter_queue(self._settings.kafka, self._sink_name)
         ledger = Ledger(self._settings, self._sink_name)
@@ -175,31 +200,56 @@ class Replayer:
                 if self._stop.is_set():
                     summary.interrupted = True
                     break
-                summary.outcomes.extend(self._replay(batch, sink, dlq, ledger))
+                summary.outcomes.extend(self._replay(batch, sink, dlq, ledger, originals))
         finally:
             sink.close()
-        return summary
+
+    def _whole(self, entry: DlqEntry, originals: Originals) -> DlqEntry | EntryOutcome:
+        """``entry``, or for one stored truncated the whole record from its origin; the
+        ``unavailable`` outcome if that cannot be had."""
+        if not entry.truncated:
+            return entry
+        try:
+            return originals.fetch(entry)
+        except OriginalUnavailable as exc:
+            reason = f"stored truncated and the whole record cannot be read back: {exc}"
+            log.warning("DLQ entry %s not replayed: %s", entry.ref, reason)
+            return EntryOutcome(entry.ref, UNAVAILABLE, "fetch", "OriginalUnavailable", reason)
 
     # -- one batch -----------------------------------------------------------------------------
 
     def _replay(
-        self, batch: list[DlqEntry], sink: Sink, dlq: DeadLetterQueue, ledger: Ledger
+        self,
+        batch: list[DlqEntry],
+        sink: Sink,
+        dlq: DeadLetterQueue,
+        ledger: Ledger,
+        originals: Originals,
     ) -> list[EntryOutcome]:
-        prepared = [(entry, entry.origin()) for entry in batch]
+        unavailable: dict[str, EntryOutcome] = {}
+        whole: list[DlqEntry] = []
+        for entry in batch:
+            found = self._whole(entry, originals)
+            if isinstance(found, EntryOutcome):
+                unavailable[entry.ref] = found
+            else:
+                whole.append(found)
+        prepared = [(entry, entry.origin()) for entry in whole]
         refs = {id(origin): entry.ref for entry, origin in prepared}
         events, failures, outcomes = self._decode_and_route(prepared)
         self._give_up_at = time.monotonic() + self._give_up_after_s
         written = self._delivery(sink).write(events)
         for failure in written.failures:
-            ref = refs.get(id(failure.origin)) or _ref_by_content(batch, failure.origin)
+            ref = refs.get(id(failure.origin)) or _ref_by_content(whole, failure.origin)
             outcomes[ref] = _failed(ref, failure)
         failures.extend(written.failures)
         for failure in failures:
             dlq.send(failure, max(written.attempts, 1) if failure.stage == "write" else 1)
         dlq.flush()
-        for entry in batch:
+        for entry in whole:  # an unavailable entry stays pending: it was not replayed
             ledger.record(entry, outcomes[entry.ref].outcome)
         ledger.flush()
+        outcomes.update(unavailable)
         return [outcomes[entry.ref] for entry in batch]
 
     def _decode_and_route(

@@ -49,7 +49,9 @@ ORIGINAL_HEADERS_BYTES = "fanout.original.headers_bytes"  # only when the source
 _FRAMING_BYTES = 1024
 _LZ4_SLACK = 0.01
 _HEADER_FRAMING_BYTES = 10  # per header: the length varints
-# A replayed entry that fails again keeps saying it was truncated, and what the original was.
+# A replayed entry that fails again keeps saying it was truncated, and what the original was
+# (`fanout dlq replay` itself reads a truncated entry's whole record back from its origin first:
+# fanout/ops/originals.py).
 _CARRIED = frozenset({TRUNCATED, ORIGINAL_KEY_BYTES, ORIGINAL_VALUE_BYTES, ORIGINAL_HEADERS_BYTES})
 _SMALLEST_LIMIT = 4096  # below this, halving again would not help: the error is something else
 _RESENDS = 6

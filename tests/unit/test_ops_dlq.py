@@ -143,13 +143,15 @@ def test_replay_summary_counts() -> None:
         EntryOutcome("0:1", "written"),
         EntryOutcome("0:2", "failed", "write", "MappingError", "bad"),
         EntryOutcome("0:3", "skipped"),
+        EntryOutcome("0:4", "unavailable", "fetch", "OriginalUnavailable", "gone"),
     ]
     assert summary.as_json() == {
         "dry_run": False,
-        "selected": 3,
+        "selected": 4,
         "written": 1,
         "failed": 1,
         "skipped": 1,
+        "unavailable": 1,
         "already_replayed": 4,
         "interrupted": False,
         "entries": [
@@ -162,6 +164,13 @@ def test_replay_summary_counts() -> None:
                 "error": "bad",
             },
             {"entry": "0:3", "outcome": "skipped"},
+            {
+                "entry": "0:4",
+                "outcome": "unavailable",
+                "stage": "fetch",
+                "error_class": "OriginalUnavailable",
+                "error": "gone",
+            },
         ],
     }
     dry = ReplaySummary(dry_run=True, outcomes=[EntryOutcome("0:1", "would_write")])
