@@ -1,4 +1,12 @@
-"""The columns of an event: from the Debezium schema when it came with one, else inferred."""
+"""The columns of an event: from the Debezium schema when it came with one, else inferred.
+
+Inference (events without a schema, ``value.converter.schemas.enable=false``) sees one value
+at a time, so what it infers must hold for every row to come: a list is JSON whatever it holds
+(``[]``, ``[null, 3]`` and ``["a"]`` in three rows would otherwise ask for three column types),
+like an object or a NULL. Where the target already has the column, its type decides instead:
+a list goes into an existing array column when its items fit (:func:`list_items`), and a value
+that fits no existing column is refused with the reason (the DLQ), never dropped unsaid.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +52,31 @@ def _infer_type(value: Any) -> tuple[str, tuple[tuple[str, str], ...]]:
     for python_type, logical in simple:
         if isinstance(value, python_type):
             return logical, ()
-    if isinstance(value, list) and value and not isinstance(value[0], dict | list):
-        item, _ = _infer_type(value[0])
-        return "array", (("items", item),)
-    # dicts, nested lists, None (unknown until a value shows up) are stored as JSON.
+    # lists, dicts and None (unknown until a value shows up) are stored as JSON.
     return "json", ()
+
+
+NO_ITEMS = ""  # what list_items says of a list with no non-NULL item: it fits any array
+
+
+def list_items(value: list[Any]) -> str | None:
+    """The one logical type of the non-NULL items of ``value`` (for an existing array column):
+    :data:`NO_ITEMS` when there are none, None when they are nested or of several types."""
+    kinds = {_infer_type(item)[0] for item in value if item is not None}
+    if not kinds:
+        return NO_ITEMS
+    if kinds == {"int64", "float64"}:
+        return "float64"  # JSON writes 1.0 as 1
+    if len(kinds) == 1 and "json" not in kinds:
+        return kinds.pop()
+    return None
+
+
+def inferred_list_column(name: str, value: list[Any]) -> Column | None:
+    """``value`` as an array column of its items' type, for a target column that is an array;
+    None when no array holds it (nested or mixed items)."""
+    items = list_items(value)
+    if items is None:
+        return None
+    parameters = (("items", items),) if items != NO_ITEMS else ()
+    return Column(name=name, type="array", optional=True, parameters=parameters)

@@ -18,7 +18,7 @@ from typing import Any
 
 from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Column
-from sinks.base.columns import infer_column
+from sinks.base.columns import infer_column, inferred_list_column
 from sinks.clickhouse.schema import TableSchema
 from sinks.clickhouse.types import (
     TableColumn,
@@ -173,8 +173,8 @@ class _Checker:
             column = declared.get(name)
             if column is None and value is None and self._existing(name) is None:
                 continue  # type unknown and nothing to store: wait for a value
-            column = column or infer_column(name, value)
             existing = self._existing(name) or additions.get(name)
+            column = column or _inferred(name, value, existing)
             try:
                 problem, target = self._column_problem(column, value, existing)
             except MappingError as exc:
@@ -190,6 +190,13 @@ class _Checker:
             self.out.new_columns.setdefault(name, addition)
         self.out.present.update(name for name, _ in _with_key(values, event.key))
         return None
+
+
+def _inferred(name: str, value: Any, existing: TableColumn | None) -> Column:
+    """Without a schema a list is JSON, unless the table has the column as an array."""
+    if isinstance(value, list) and existing is not None and existing.kind == "array":
+        return inferred_list_column(name, value) or infer_column(name, value)
+    return infer_column(name, value)
 
 
 def _with_key(values: Mapping[str, Any], key: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:

@@ -231,8 +231,8 @@ def mismatch(existing: TableColumn, column: Column, value: Any) -> str | None:
     if accepted is not None and column.type not in accepted:
         return _type_change(existing, column.type)
     if existing.kind == "array" and existing.item_kind in ACCEPTS:
-        items = column.param("items") or "string"
-        if items not in ACCEPTS[existing.item_kind]:
+        items = column.param("items")  # None: no item known (a list of NULLs): any array
+        if items is not None and items not in ACCEPTS[existing.item_kind]:
             return _type_change(existing, f"array of {items}")
     return None
 

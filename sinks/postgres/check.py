@@ -18,7 +18,7 @@ from psycopg import sql
 
 from fanout.errors import MappingError
 from fanout.events import POSITION_COLUMN, ChangeEvent, Column, Json, Op
-from sinks.base.columns import infer_column
+from sinks.base.columns import infer_column, inferred_list_column
 from sinks.base.jsontext import fragment, stdlib_dumps
 from sinks.postgres import sql as q
 from sinks.postgres.schema import TableInfo
@@ -292,6 +292,11 @@ def _check_fit(name: str, declared: Column | None, value: Any, target: PgColumn)
         column, inferred = declared, False
     elif value is None:
         return  # NULL fits every column
+    elif isinstance(value, list) and target.is_array:  # no schema: the table's type decides
+        listed = inferred_list_column(name, value)
+        if listed is not None and not listed.parameters:
+            return  # no item that is not NULL: fits every array
+        column, inferred = listed or infer_column(name, value), True
     else:
         column, inferred = infer_column(name, value), True
     if not fits(column, target, inferred=inferred):

@@ -5,6 +5,8 @@
 * ``connect_client``: Kafka Connect's REST API; FAILS the test if the worker is not up.
 * ``debezium``: starts connectors (``debezium(prefix, ["public.t"])``), each streaming when
   returned; all deleted, with their slots and publications, when the test ends.
+  ``schemas=False`` runs the JsonConverter without schemas (``schemas.enable=false`` for key
+  and value): messages are bare JSON, no ``schema``/``payload`` envelope.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from tests.support.debezium_connector import (
 
 START_HINT = "start the local stack with `scripts/devstack up` (see docs/DEVSTACK.md)"
 StartConnector = Callable[..., DebeziumConnector]
+SCHEMALESS = {"key.converter.schemas.enable": "false", "value.converter.schemas.enable": "false"}
 
 
 def _unreachable(service: str, where: str, exc: BaseException) -> NoReturn:
@@ -71,7 +74,8 @@ def connect_client() -> ConnectClient:
 def debezium(
     connect_client: ConnectClient, source_db: SourceDb, kafka_bootstrap: str
 ) -> Iterator[StartConnector]:
-    """``debezium(topic_prefix, tables, overrides=None, timeout_s=90)``: a streaming connector."""
+    """``debezium(topic_prefix, tables, overrides=None, timeout_s=90, schemas=True)``: a
+    streaming connector."""
     with ExitStack() as stack:
 
         def start(
@@ -79,7 +83,10 @@ def debezium(
             tables: list[str],
             overrides: dict[str, str] | None = None,
             timeout_s: float = 90.0,
+            schemas: bool = True,
         ) -> DebeziumConnector:
+            if not schemas:
+                overrides = {**SCHEMALESS, **(overrides or {})}
             return stack.enter_context(
                 debezium_connector(
                     topic_prefix,
