@@ -18,6 +18,7 @@ from fanout.cli.support import (
     positive,
     print_json,
 )
+from fanout.ops.verify.across import verify_across
 from fanout.ops.verify.run import VerifyRequest, verify
 from fanout.settings import SINK_NAMES, Settings
 
@@ -35,7 +36,14 @@ def add_verify(commands: Subparsers) -> None:
         "again once the sink's group has caught up. Exit 0 equal, 1 different, 2 bad "
         "configuration.",
     )
-    parser.add_argument("--sink", choices=SINK_NAMES, required=True, help="the sink to compare")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--sink", choices=SINK_NAMES, help="the sink to compare with the source")
+    which.add_argument(
+        "--across",
+        action="store_true",
+        help="compare the enabled sinks with each other (no source needed): counts and per-key "
+        "hashes of their live rows",
+    )
     parser.add_argument(
         "--tables", nargs="+", default=[], metavar="TABLE", help="schema.table names or globs"
     )
@@ -62,6 +70,8 @@ def add_verify(commands: Subparsers) -> None:
 
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    if args.across:
+        return _across(args, settings)
     request = VerifyRequest(
         args.sink, tuple(args.tables), args.page_size, args.max_keys, args.settle_timeout
     )
@@ -71,3 +81,15 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(report.render_text())
     return EXIT_OK if report.equal else EXIT_DIFFERENT
+
+
+def _across(args: argparse.Namespace, settings: Settings) -> int:
+    reports = verify_across(
+        settings, tuple(args.tables), args.page_size, args.max_keys, args.settle_timeout
+    )
+    equal = all(report.equal for report in reports)
+    if args.json:
+        print_json({"equal": equal, "pairs": [report.as_json() for report in reports]})
+    else:
+        print("\n\n".join(report.render_text() for report in reports))
+    return EXIT_OK if equal else EXIT_DIFFERENT

@@ -107,6 +107,12 @@ def verify(config_path: Path, sink: str, *args: str) -> tuple[int, dict[str, Any
     return result.code, result.json()
 
 
+def verify_across(config_path: Path) -> tuple[int, dict[str, Any]]:
+    result = fanout(config_path, "verify", "--across", "--json", "--settle-timeout", "60")
+    assert result.code in (0, 1) and result.stdout.strip(), str(result)
+    return result.code, result.json()
+
+
 def found(report: dict[str, Any]) -> dict[str, Any]:
     """What a verify found in its one table: kind -> sorted ids, and the differing columns."""
     (table,) = report["tables"]

@@ -1,7 +1,8 @@
 """`fanout verify` against the real pipeline: a table of many column types captured by the real
 Debezium connector, delivered to every sink (one column renamed, one dropped by routing), verifies
 equal in each; rows changed, deleted and added by hand in a sink are reported exactly, with the
-column that differs; `--across` compares the sinks with each other."""
+column that differs; `--across` compares the sinks with each other and finds the one that
+was damaged."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tests.integration.ops_verify_support import (
     pipeline_config,
     start_workers,
     verify,
+    verify_across,
 )
 from tests.support.pipeline import unique
 
@@ -82,8 +84,23 @@ def test_a_clean_pipeline_verifies_equal_and_damage_by_hand_is_reported_exactly(
         assert (code, found(report)) == (0, found_nothing()), report
         assert report["tables"][0]["source_rows"] == report["tables"][0]["target_rows"] == 58
 
-    damage_postgres(pg, prefix, table)
+    code, across = verify_across(path)
+    assert code == 0 and [pair["sink"] for pair in across["pairs"]] == [
+        "postgres~elasticsearch",
+        "postgres~clickhouse",
+    ], across
+
+    # damage in ClickHouse alone: --across finds it between postgres and clickhouse only (the
+    # columns named as the reference, postgres, names them: routing renamed name to label)
     damage_clickhouse(clickhouse, prefix, table)
+    code, across = verify_across(path)
+    assert code == 1
+    assert [found(pair) for pair in across["pairs"]] == [
+        found_nothing(),
+        {**DAMAGE, "columns": {3: ["label"]}},
+    ], across
+
+    damage_postgres(pg, prefix, table)
     damage_elasticsearch(endpoints.es_hosts[0], f"{prefix}-{table}")
     for sink in SINKS:
         code, report = verify(path, sink)

@@ -12,9 +12,9 @@ counted). :func:`recheck` compares the listed keys again (after the sink caught 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 
@@ -72,25 +72,55 @@ class Side:
         return sorted((key, row_digest(key, values)) for key, values in self.rows.items())
 
 
+class Left(Protocol):
+    """The side compared against: the source (or, for ``--across``, a reference sink). Rows
+    are tuples in the order of ``plan.source.columns``."""
+
+    def count(self) -> int: ...
+
+    def pages(self, size: int) -> Iterator[list[tuple[Any, ...]]]: ...
+
+    def rows_by_key(self, natives: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]: ...
+
+
+class SourceLeft:
+    """The source PostgreSQL table: pages in key order (keyset pagination)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], table: src.SourceTable) -> None:
+        self.conn, self.table = conn, table
+
+    def count(self) -> int:
+        return src.count(self.conn, self.table)
+
+    def pages(self, size: int) -> Iterator[list[tuple[Any, ...]]]:
+        return src.pages(self.conn, self.table, size)
+
+    def rows_by_key(self, natives: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return src.rows_by_key(self.conn, self.table, natives)
+
+
 class TableComparison:
     def __init__(
         self,
-        conn: psycopg.Connection[Any],
+        left: Left,
         reader: TargetReader,
         plan: TablePlan,
         page_size: int,
         max_keys: int,
+        left_zeros: dict[str, Any] | None = None,
     ) -> None:
-        self.conn, self.reader, self.plan = conn, reader, plan
+        self.left, self.reader, self.plan = left, reader, plan
         self.page_size, self.max_keys = page_size, max_keys
         self.target: TargetTable | None = reader.describe(plan.route.target)
+        # source column -> what the left side holds for NULL (a reference sink without NULL)
+        self.left_zeros = left_zeros or {}
 
     def run(self, progress: Progress | None = None) -> TableResult:
         result = TableResult(self.plan.source.qualified, self.plan.route.target)
-        result.source_rows = src.count(self.conn, self.plan.source)
+        result.source_rows = self.left.count()
         result.target_rows = self.reader.count(self.target) if self.target else 0
         matched, done = 0, 0
-        for page in src.pages(self.conn, self.plan.source, self.page_size):
+        for page in self.left.pages(self.page_size):
             source_side = self._source_side(page)
             target_side = self._target_side(list(source_side.natives.values()))
             matched += len(target_side.rows)
@@ -109,7 +139,7 @@ class TableComparison:
         natives = [d.native for d in result.listed]
         for start in range(0, len(natives), self.page_size):
             chunk = natives[start : start + self.page_size]
-            rows = src.rows_by_key(self.conn, self.plan.source, chunk)
+            rows = self.left.rows_by_key(chunk)
             self._record(again, self._source_side(rows), self._target_side(chunk))
         for kind in KINDS:
             beyond = result.counts[kind] - sum(1 for d in result.listed if d.kind == kind)
@@ -163,8 +193,7 @@ class TableComparison:
         for page in self.reader.scan_keys(self.target, key, self.page_size):
             natives = [tuple(row[name] for name in key) for row in page]
             present = {
-                _hashable(self._canonical_key(row))
-                for row in src.rows_by_key(self.conn, self.plan.source, natives)
+                _hashable(self._canonical_key(row)) for row in self.left.rows_by_key(natives)
             }
             for native in natives:
                 ckey = _hashable(self._canonical_key_values(native))
@@ -196,8 +225,10 @@ class TableComparison:
     def _canonical_target(self, row: TargetRow) -> list[Canonical]:
         parsed = self.target is not None and self.target.parsed_json
         values = []
-        for _, _, name, kind, is_array in self.plan.mapped:
+        for _, source_name, name, kind, is_array in self.plan.mapped:
             value = row.get(name)
+            if value is None and source_name in self.left_zeros:
+                value = self.left_zeros[source_name]
             if parsed and value is None and kind == "json" and name in row:
                 values.append(JSON_NULL)  # present and null: a JSON null (SQL NULL is left out)
             else:

@@ -13,7 +13,7 @@ from fanout.errors import ConfigError
 from fanout.ops.offsets import KafkaOffsets
 from fanout.ops.progress import ProgressReporter
 from fanout.ops.verify import source as src
-from fanout.ops.verify.compare import TableComparison, TableResult
+from fanout.ops.verify.compare import SourceLeft, TableComparison, TableResult
 from fanout.ops.verify.plan import Route, TablePlan, choose_tables, route_for, tables_of_topics
 from fanout.ops.verify.report import VerifyReport
 from fanout.ops.verify.settle import wait_caught_up
@@ -66,7 +66,9 @@ def verify(
         reader = open_reader(settings, request.sink)
         try:
             comparisons = [
-                TableComparison(conn, reader, plan, request.page_size, request.max_keys)
+                TableComparison(
+                    SourceLeft(conn, plan.source), reader, plan, request.page_size, request.max_keys
+                )
                 for plan in plans
             ]
             results = [_compare(c, progress) for c in comparisons]
@@ -95,7 +97,7 @@ def _compare(comparison: TableComparison, stream: TextIO | None) -> TableResult:
     if stream is None or not stream.isatty():
         return comparison.run()
     reporter = ProgressReporter(comparison.plan.source.qualified, stream, interactive=True)
-    total = src.count(comparison.conn, comparison.plan.source)
+    total = comparison.left.count()
     result = comparison.run(lambda done: reporter.update(done, total))
     reporter.finish(total, total)
     return result

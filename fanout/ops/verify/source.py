@@ -50,13 +50,16 @@ class SourceTable:
 
 
 def connect(settings: SourceSettings) -> psycopg.Connection[Any]:
+    return connect_to(settings.conninfo(), "the source PostgreSQL (source.*)")
+
+
+def connect_to(conninfo: dict[str, Any], what: str = "PostgreSQL") -> psycopg.Connection[Any]:
+    """An autocommit connection that reads JSON columns as their text."""
     try:
-        conn = psycopg.connect(**settings.conninfo(), autocommit=True)
+        conn = psycopg.connect(**conninfo, autocommit=True)
     except psycopg.OperationalError as exc:
-        where = f"{settings.host}:{settings.port}"
-        raise FanoutError(
-            f"cannot reach the source PostgreSQL at {where} (source.*): {exc}"
-        ) from None
+        where = f"{conninfo.get('host')}:{conninfo.get('port')}"
+        raise FanoutError(f"cannot reach {what} at {where}: {exc}") from None
     for name in ("json", "jsonb"):
         conn.adapters.register_loader(name, TextLoader)
     return conn
