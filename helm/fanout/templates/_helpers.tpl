@@ -506,6 +506,22 @@ httpGet:
 {{- end -}}
 
 {{/*
+A probe that fails on /healthz or /readyz while a worker stopped by a configuration error waits
+its configErrorExitS (fanout's default 180 s) must not end the container first: the worker exits
+2 by itself, its reason in the exit code and its last log line, where a kill would show only a
+failed probe and a restart. Returns the probe with failureThreshold raised, where needed, to
+cover configErrorExitS and two more periods. Takes (dict "probe" probeValues "sink" sinkValues).
+*/}}
+{{- define "fanout.probe.outlastingConfigErrors" -}}
+{{- $period := int (.probe.periodSeconds | default 10) -}}
+{{- $exitS := 180 -}}
+{{- if hasKey .sink "configErrorExitS" }}{{ $exitS = int (ceil (float64 .sink.configErrorExitS)) }}{{ end -}}
+{{- $needed := add (div $exitS $period) 2 -}}
+{{- $threshold := max (int (.probe.failureThreshold | default 3)) $needed -}}
+{{- toYaml (merge (dict "failureThreshold" $threshold) .probe) -}}
+{{- end -}}
+
+{{/*
 The pod spec of a sink's workload (role "worker") or of its backfill Job (role "backfill").
 Takes (dict "root" $ "sink" name "role" role).
 */}}
@@ -583,14 +599,16 @@ containers:
         protocol: TCP
     {{- with $root.Values.startupProbe }}
     {{- if .enabled }}
+    {{- $probe := include "fanout.probe.outlastingConfigErrors" (dict "probe" . "sink" $v) | fromYaml }}
     startupProbe:
-      {{- include "fanout.probe" (dict "probe" . "path" "/readyz") | nindent 6 }}
+      {{- include "fanout.probe" (dict "probe" $probe "path" "/readyz") | nindent 6 }}
     {{- end }}
     {{- end }}
     {{- with $root.Values.livenessProbe }}
     {{- if .enabled }}
+    {{- $probe := include "fanout.probe.outlastingConfigErrors" (dict "probe" . "sink" $v) | fromYaml }}
     livenessProbe:
-      {{- include "fanout.probe" (dict "probe" . "path" "/healthz") | nindent 6 }}
+      {{- include "fanout.probe" (dict "probe" $probe "path" "/healthz") | nindent 6 }}
     {{- end }}
     {{- end }}
     {{- with $root.Values.readinessProbe }}
