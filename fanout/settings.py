@@ -62,7 +62,9 @@ def read_secret_file(path: str, key: str) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+        # The reason in brackets: "<path>: No such …" reads as a secret key=value pair to the
+        # log masking when the file is named like a secret (postgres-password).
+        raise ValueError(f"{key}: cannot read {path} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{key}: {path} is not UTF-8 text") from None
     text = text.removesuffix("\n").removesuffix("\r")

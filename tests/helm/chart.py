@@ -48,29 +48,36 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def values_file(name: str) -> str:
-    return str(CI_VALUES / f"{name}-values.yaml")
+    """ci/<name>-values.yaml, or ``name`` itself when it is a path (examples/...)."""
+    return name if name.endswith(".yaml") else str(CI_VALUES / f"{name}-values.yaml")
 
 
-def template_args(files: Sequence[str], sets: Sequence[str]) -> list[str]:
+def template_args(
+    files: Sequence[str], sets: Sequence[str], json_sets: Sequence[str] = ()
+) -> list[str]:
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for name in files:
         args += ["-f", values_file(name)]
     for item in sets:
         args += ["--set", item]
+    for item in json_sets:
+        args += ["--set-json", item]
     return args
 
 
 @functools.cache
-def _render(files: tuple[str, ...], sets: tuple[str, ...]) -> tuple[Manifest, ...]:
-    result = run_helm(*template_args(files, sets))
+def _render(
+    files: tuple[str, ...], sets: tuple[str, ...], json_sets: tuple[str, ...] = ()
+) -> tuple[Manifest, ...]:
+    result = run_helm(*template_args(files, sets, json_sets))
     if result.returncode != 0:
         pytest.fail(f"helm template failed:\n{result.stderr}", pytrace=False)
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
-def render(*files: str, sets: Sequence[str] = ()) -> list[Manifest]:
-    """Render the chart with ci/<name>-values.yaml files and --set items (cached)."""
-    return list(_render(tuple(files), tuple(sets)))
+def render(*files: str, sets: Sequence[str] = (), json_sets: Sequence[str] = ()) -> list[Manifest]:
+    """Render the chart with ci/<name>-values.yaml files, --set and --set-json items (cached)."""
+    return list(_render(tuple(files), tuple(sets), tuple(json_sets)))
 
 
 def render_error(*files: str, sets: Sequence[str] = ()) -> str:

@@ -9,8 +9,9 @@ from tests.helm.chart import (
     Manifest,
     by_name,
     component,
-    env_map,
+    config_of,
     of_kind,
+    pod_spec,
     render,
     render_error,
     run_helm,
@@ -32,10 +33,11 @@ def test_sasl_renders_a_trigger_authentication_from_the_workers_secret() -> None
     spec = auth["spec"]
     secret_refs = {r["parameter"]: r for r in spec["secretTargetRef"]}
     worker = by_name(manifests, "Deployment")[f"{RELEASE}-fanout-postgres"]
-    password = env_map(worker)["FANOUT_KAFKA__SASL_PASSWORD"]["secretKeyRef"]
+    volumes = {v["name"]: v for v in pod_spec(worker)["volumes"]}
+    password_file = config_of(manifests, "postgres")["kafka"]["sasl_password_file"]
     assert (secret_refs["password"]["name"], secret_refs["password"]["key"]) == (
-        password["name"],
-        password["key"],
+        volumes["secrets"]["secret"]["secretName"],
+        password_file.rsplit("/", 1)[-1],
     ), "KEDA reads the password from the same Secret and key as the workers"
     assert (secret_refs["ca"]["name"], secret_refs["ca"]["key"]) == ("kafka-ca", "ca.crt")
     config_refs = {r["parameter"]: (r["name"], r["key"]) for r in spec["configMapTargetRef"]}

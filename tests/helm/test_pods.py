@@ -54,7 +54,7 @@ def test_grace_period_covers_two_writes_the_batch_wait_and_the_dlq_flush() -> No
     assert grace("full") == {
         "postgres": 2 * 60 + 1 + 40,
         "elasticsearch": 2 * 30 + 1 + 40,
-        "clickhouse": 2 * 300 + 1 + 40,
+        "clickhouse": 2 * 120 + 1 + 40,
     }
 
 
@@ -62,16 +62,19 @@ def test_grace_period_follows_the_timeouts_and_an_explicit_value_wins() -> None:
     sets = (
         "sinks.elasticsearch.requestTimeoutS=45",
         "sinks.elasticsearch.batch.maxWaitMs=2500",
-        "sinks.clickhouse.sendReceiveTimeoutS=120",
+        "sinks.clickhouse.sendReceiveTimeoutS=200",
         "sinks.postgres.terminationGracePeriodSeconds=30",
     )
     assert grace("full", sets=sets) == {
         "postgres": 30,
         "elasticsearch": 2 * 45 + 3 + 40,
-        "clickhouse": 2 * 120 + 1 + 40,
+        "clickhouse": 2 * 200 + 1 + 40,
     }
     config = config_of(render("full", sets=sets), "clickhouse")
-    assert config["sinks"]["clickhouse"]["send_receive_timeout_s"] == 120
+    assert config["sinks"]["clickhouse"]["send_receive_timeout_s"] == 200
+    # PostgreSQL's write is bounded by its statement timeout (60 s when that is 0: none).
+    assert grace("full", sets=("sinks.postgres.statementTimeoutS=90",))["postgres"] == 2 * 90 + 41
+    assert grace("full", sets=("sinks.postgres.statementTimeoutS=0",))["postgres"] == 2 * 60 + 41
 
 
 # --- ClickHouse embedded ---------------------------------------------------------------------

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import base64
 import posixpath
+import re
 
 import kubernetes_validate
 import pytest
+import yaml
 from kubernetes_validate.utils import latest_version
 
 from tests.helm.chart import (
     NAMESPACE,
     RELEASE,
     Manifest,
-    by_name,
     component,
     config_of,
     container,
@@ -158,51 +159,131 @@ def test_one_configmap_per_enabled_sink_and_no_other_config() -> None:
 # --- config and secrets ----------------------------------------------------------------------
 
 
-def test_no_secret_value_appears_in_any_configmap() -> None:
+SECRETS_DIR = "/etc/fanout-secrets"
+
+
+def secret_volume(workload: Manifest) -> dict[str, object] | None:
+    """The Secret volume of a workload's pods and where the fanout container mounts it."""
+    volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+    if "secrets" not in volumes:
+        return None
+    mounts = {m["name"]: m for m in container(workload)["volumeMounts"]}
+    assert mounts["secrets"] == {"name": "secrets", "mountPath": SECRETS_DIR, "readOnly": True}
+    return dict(volumes["secrets"]["secret"])
+
+
+def secret_settings(config: dict[str, object]) -> dict[str, object]:
+    """Every `…_file` setting of a config.yaml, by dotted key."""
+    found: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            found |= {f"{key}.{k}": v for k, v in secret_settings(value).items()}
+        elif key.endswith("_file"):
+            found[key] = value
+    return found
+
+
+def test_no_secret_value_appears_in_any_configmap_only_files_of_the_mounted_secret() -> None:
     manifests = render("full")
     text = str([m["data"] for m in of_kind(manifests, "ConfigMap")])
     for value in SECRET_VALUES:
         assert value not in text
-    assert "password" not in text.lower()
-    assert "api_key" not in text.lower()
+    for configmap in of_kind(manifests, "ConfigMap"):
+        if "config.yaml" not in configmap["data"]:
+            continue
+        config = yaml.safe_load(configmap["data"]["config.yaml"])
+        for key, path in secret_settings(config).items():
+            assert str(path).startswith(f"{SECRETS_DIR}/"), key
+        secretish = [k for k in secret_keys(config) if re.search("password|secret|api_key", k)]
+        assert all(k.endswith("_file") for k in secretish), secretish
 
 
-def test_chart_made_secret_holds_the_passwords_and_pods_read_them_as_env() -> None:
+def secret_keys(config: dict[str, object]) -> list[str]:
+    keys = []
+    for key, value in config.items():
+        keys.append(key)
+        if isinstance(value, dict):
+            keys += secret_keys(value)
+    return keys
+
+
+def test_chart_made_secret_holds_the_passwords_and_pods_read_them_as_files() -> None:
     manifests = render("full")
     (secret,) = of_kind(manifests, "Secret")
     stored = {base64.b64decode(v).decode() for v in secret["data"].values()}
     assert stored == set(SECRET_VALUES)
-    postgres = by_name(manifests, "Deployment")[f"{RELEASE}-fanout-postgres"]
-    env = env_map(postgres)
-    assert env["FANOUT_SINKS__POSTGRES__PASSWORD"]["secretKeyRef"] == {
-        "name": secret["metadata"]["name"],
-        "key": "postgres-password",
-        "optional": False,
+    for workload in workloads(manifests):
+        assert secret_volume(workload) == {
+            "secretName": secret["metadata"]["name"],
+            "defaultMode": 0o440,
+        }
+        env = container(workload)["env"]
+        assert not [e for e in env if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]]
+    assert secret_settings(config_of(manifests, "postgres")) == {
+        "kafka.sasl_password_file": f"{SECRETS_DIR}/kafka-sasl-password",
+        "sinks.postgres.password_file": f"{SECRETS_DIR}/postgres-password",
     }
-    assert "FANOUT_KAFKA__SASL_PASSWORD" in env
-    assert not any("ELASTICSEARCH" in name or "CLICKHOUSE" in name for name in env)
-    es = env_map(by_name(manifests, "Deployment")[f"{RELEASE}-fanout-elasticsearch"])
-    es_secrets = {"FANOUT_SINKS__ELASTICSEARCH__PASSWORD", "FANOUT_SINKS__ELASTICSEARCH__API_KEY"}
-    assert es_secrets <= set(es)
+    assert secret_settings(config_of(manifests, "elasticsearch")) == {
+        "kafka.sasl_password_file": f"{SECRETS_DIR}/kafka-sasl-password",
+        "sinks.elasticsearch.password_file": f"{SECRETS_DIR}/elasticsearch-password",
+        "sinks.elasticsearch.api_key_file": f"{SECRETS_DIR}/elasticsearch-api-key",
+    }
 
 
-def test_existing_secret_is_referenced_and_no_secret_is_made() -> None:
+def test_existing_secret_is_mounted_and_read_where_the_configuration_uses_it() -> None:
     manifests = render("elasticsearch")
     assert of_kind(manifests, "Secret") == []
     (deployment,) = of_kind(manifests, "Deployment")
-    refs = {k: v["secretKeyRef"] for k, v in env_map(deployment).items() if k != "FANOUT_CONFIG"}
-    assert set(refs) == {
-        "FANOUT_KAFKA__SASL_PASSWORD",
-        "FANOUT_SINKS__ELASTICSEARCH__PASSWORD",
-        "FANOUT_SINKS__ELASTICSEARCH__API_KEY",
+    assert secret_volume(deployment) == {"secretName": "fanout-credentials", "defaultMode": 0o440}
+    # A username: its password is read; no API key named; Kafka without SASL: no password.
+    assert secret_settings(config_of(manifests, "elasticsearch")) == {
+        "sinks.elasticsearch.password_file": f"{SECRETS_DIR}/elasticsearch-password",
     }
-    assert all(r["name"] == "fanout-credentials" and r["optional"] is True for r in refs.values())
 
 
-def test_without_passwords_no_secret_and_no_secret_env() -> None:
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (
+            ["kafka.securityProtocol=SASL_SSL", "kafka.saslMechanism=OAUTHBEARER"],
+            {"kafka.oauth_client_secret_file": "kafka-oauth-client-secret"},
+        ),
+        (
+            ["kafka.sslKeyLocation=/k/key.pem", "secrets.keys.kafkaSslKeyPassword=key-pass"],
+            {"kafka.ssl_key_password_file": "key-pass"},
+        ),
+        (["kafka.sslKeyLocation=/k/key.pem"], {}),  # no passphrase key named: none
+        (
+            [
+                "kafka.valueFormat=avro",
+                "kafka.schemaRegistry.url=https://registry:8081",
+                "kafka.schemaRegistry.basicAuthUser=fanout",
+            ],
+            {"kafka.schema_registry.basic_auth_password_file": "schema-registry-password"},
+        ),
+        (
+            ["sinks.elasticsearch.username=", "secrets.keys.elasticsearchApiKey=es-key"],
+            {"sinks.elasticsearch.api_key_file": "es-key"},
+        ),
+    ],
+)
+def test_an_existing_secret_key_is_read_when_named_and_in_use(
+    sets: list[str], expected: dict[str, str]
+) -> None:
+    config = config_of(render("elasticsearch", sets=sets), "elasticsearch")
+    found = {
+        k: v for k, v in secret_settings(config).items() if k != "sinks.elasticsearch.password_file"
+    }
+    assert found == {k: f"{SECRETS_DIR}/{v}" for k, v in expected.items()}
+
+
+def test_without_passwords_no_secret_no_secret_volume_and_no_secret_setting() -> None:
     manifests = render("default")
     assert of_kind(manifests, "Secret") == []
-    assert set(env_map(of_kind(manifests, "Deployment")[0])) == {"FANOUT_CONFIG"}
+    (deployment,) = of_kind(manifests, "Deployment")
+    assert set(env_map(deployment)) == {"FANOUT_CONFIG"}
+    assert secret_volume(deployment) is None
+    assert secret_settings(config_of(manifests, "postgres")) == {}
 
 
 def checksums(*files: str, sets: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:

@@ -94,6 +94,16 @@ def test_unreadable_file_fails_naming_key_and_path(tmp_path: Path) -> None:
         load_settings(sinks={"postgres": {"password_file": str(missing)}})
 
 
+def test_a_missing_file_named_like_a_secret_keeps_its_reason_through_the_masking(
+    tmp_path: Path,
+) -> None:
+    """The chart names the files after their Secret keys (postgres-password)."""
+    missing = tmp_path / "postgres-password"
+    with pytest.raises(ConfigError) as info:
+        load_settings(sinks={"postgres": {"password_file": str(missing)}})
+    assert f"cannot read {missing} (No such file or directory)" in masked(str(info.value))
+
+
 def test_empty_file_fails(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is empty"):
         load_settings(kafka={**SCRAM, "sasl_password_file": secret_file(tmp_path, "\n")})

@@ -154,23 +154,47 @@ true
 /etc/fanout/config.yaml
 {{- end -}}
 
+{{/* Where every pod mounts the Secret: each key is a file; the …_file settings point here.
+Not under /etc/fanout: nothing is mounted inside the ConfigMap's read-only volume. */}}
+{{- define "fanout.secretsDir" -}}
+/etc/fanout-secrets
+{{- end -}}
+
+{{/*
+Every secret the runtime reads from a file, as a JSON list of
+{section, setting, key, name, value, applies}: section "kafka" or a sink, setting its `…_file`
+key, key the Secret key from secrets.keys (empty: not used), name the key's default,
+value the chart-made Secret's value, applies whether the configuration uses it. With
+secrets.existingSecret a secret is read when its key is set and it applies; with the chart-made
+Secret, when its value is set.
+*/}}
+{{- define "fanout.secretSources" -}}
+{{- $keys := .Values.secrets.keys -}}
+{{- $k := .Values.kafka -}}
+{{- $s := .Values.sinks -}}
+{{- $userpass := has $k.saslMechanism (list "PLAIN" "SCRAM-SHA-256" "SCRAM-SHA-512") -}}
+{{- list
+    (dict "section" "kafka" "setting" "sasl_password_file" "key" $keys.kafkaSaslPassword "name" "kafka-sasl-password" "value" $k.saslPassword "applies" $userpass)
+    (dict "section" "kafka" "setting" "oauth_client_secret_file" "key" $keys.kafkaOauthClientSecret "name" "kafka-oauth-client-secret" "value" $k.oauthClientSecret "applies" (eq $k.saslMechanism "OAUTHBEARER"))
+    (dict "section" "kafka" "setting" "ssl_key_password_file" "key" $keys.kafkaSslKeyPassword "name" "kafka-ssl-key-password" "value" "" "applies" (not (empty $k.sslKeyLocation)))
+    (dict "section" "registry" "setting" "basic_auth_password_file" "key" $keys.schemaRegistryPassword "name" "schema-registry-password" "value" $k.schemaRegistry.basicAuthPassword "applies" (not (empty $k.schemaRegistry.basicAuthUser)))
+    (dict "section" "postgres" "setting" "password_file" "key" $keys.postgresPassword "name" "postgres-password" "value" $s.postgres.password "applies" true)
+    (dict "section" "postgres" "setting" "sslpassword_file" "key" $keys.postgresSslPassword "name" "postgres-ssl-password" "value" "" "applies" (not (empty $s.postgres.sslkey)))
+    (dict "section" "elasticsearch" "setting" "password_file" "key" $keys.elasticsearchPassword "name" "elasticsearch-password" "value" $s.elasticsearch.password "applies" (not (empty $s.elasticsearch.username)))
+    (dict "section" "elasticsearch" "setting" "api_key_file" "key" $keys.elasticsearchApiKey "name" "elasticsearch-api-key" "value" $s.elasticsearch.apiKey "applies" true)
+    (dict "section" "clickhouse" "setting" "password_file" "key" $keys.clickhousePassword "name" "clickhouse-password" "value" $s.clickhouse.password "applies" (eq $s.clickhouse.mode "server"))
+  | toJson -}}
+{{- end -}}
+
 {{/*
 Secret values keyed by their key in the chart-made Secret; empty values left out.
 Returns JSON; use with `include ... | fromJson`.
 */}}
 {{- define "fanout.secretData" -}}
-{{- $keys := .Values.secrets.keys -}}
-{{- $es := .Values.sinks.elasticsearch -}}
-{{- $all := dict
-    $keys.kafkaSaslPassword .Values.kafka.saslPassword
-    $keys.postgresPassword .Values.sinks.postgres.password
-    $keys.elasticsearchPassword $es.password
-    $keys.elasticsearchApiKey $es.apiKey
-    $keys.clickhousePassword .Values.sinks.clickhouse.password -}}
 {{- $data := dict -}}
-{{- range $key, $value := $all -}}
-{{- if $value -}}
-{{- $_ := set $data $key $value -}}
+{{- range include "fanout.secretSources" . | fromJsonArray -}}
+{{- if .value -}}
+{{- $_ := set $data (.key | default .name) .value -}}
 {{- end -}}
 {{- end -}}
 {{- $data | toJson -}}
@@ -178,6 +202,13 @@ Returns JSON; use with `include ... | fromJson`.
 
 {{- define "fanout.createSecret" -}}
 {{- if and (not .Values.secrets.existingSecret) (include "fanout.secretData" . | fromJson) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* True when the pods mount a Secret (existing or chart-made). */}}
+{{- define "fanout.mountSecret" -}}
+{{- if or .Values.secrets.existingSecret (include "fanout.createSecret" .) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -191,111 +222,121 @@ true
 {{- end -}}
 
 {{/*
-Env var name -> secret key for one sink (plus the Kafka SASL password every sink needs).
+The `…_file` settings of one sink's config.yaml, as JSON {"kafka": {...}, "registry": {...},
+"<sink>": {...}} (registry: kafka.schema_registry): setting -> the file of its key in the
+mounted Secret.
 */}}
-{{- define "fanout.sink.secretEnvKeys" -}}
-{{- $keys := .root.Values.secrets.keys -}}
-{{- $env := dict "FANOUT_KAFKA__SASL_PASSWORD" $keys.kafkaSaslPassword -}}
-{{- if eq .sink "postgres" -}}
-{{- $_ := set $env "FANOUT_SINKS__POSTGRES__PASSWORD" $keys.postgresPassword -}}
-{{- else if eq .sink "elasticsearch" -}}
-{{- $_ := set $env "FANOUT_SINKS__ELASTICSEARCH__PASSWORD" $keys.elasticsearchPassword -}}
-{{- $_ := set $env "FANOUT_SINKS__ELASTICSEARCH__API_KEY" $keys.elasticsearchApiKey -}}
-{{- else if eq .sink "clickhouse" -}}
-{{- $_ := set $env "FANOUT_SINKS__CLICKHOUSE__PASSWORD" $keys.clickhousePassword -}}
+{{- define "fanout.sink.secretFiles" -}}
+{{- $existing := .root.Values.secrets.existingSecret -}}
+{{- $dir := include "fanout.secretsDir" .root -}}
+{{- $files := dict "kafka" (dict) "registry" (dict) .sink (dict) -}}
+{{- range include "fanout.secretSources" .root | fromJsonArray -}}
+{{- if hasKey $files .section -}}
+{{- $key := "" -}}
+{{- if $existing -}}
+{{- if .applies }}{{ $key = .key }}{{ end -}}
+{{- else if .value -}}
+{{- $key = .key | default .name -}}
 {{- end -}}
-{{- $env | toJson -}}
+{{- if $key -}}
+{{- $_ := set (index $files .section) .setting (printf "%s/%s" $dir $key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $files | toJson -}}
 {{- end -}}
 
 {{/*
-Env vars read from the Secret, as a JSON list. With an existing Secret every key is
-referenced (optional); with the chart-made one only the keys it holds.
+Settings passed through by name: each values key (camelCase) becomes the runtime's key
+(snake_case); null, "" and empty lists and maps are left out, so the runtime's default (or
+"none") applies. Takes (dict "values" map "keys" list); returns JSON.
 */}}
-{{- define "fanout.sink.secretEnv" -}}
-{{- $root := .root -}}
-{{- $existing := $root.Values.secrets.existingSecret -}}
-{{- $data := include "fanout.secretData" $root | fromJson -}}
-{{- $name := include "fanout.secretName" $root -}}
-{{- $env := list -}}
-{{- range $envName, $key := include "fanout.sink.secretEnvKeys" . | fromJson -}}
-{{- if or $existing (hasKey $data $key) -}}
-{{- $ref := dict "name" $name "key" $key "optional" (not (empty $existing)) -}}
-{{- $env = append $env (dict "name" $envName "valueFrom" (dict "secretKeyRef" $ref)) -}}
+{{- define "fanout.passThrough" -}}
+{{- $out := dict -}}
+{{- range $key := .keys -}}
+{{- $value := index $.values $key -}}
+{{- $unset := or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value "")) -}}
+{{- if or (kindIs "slice" $value) (kindIs "map" $value) }}{{ $unset = empty $value }}{{ end -}}
+{{- if not $unset -}}
+{{- $_ := set $out (snakecase $key) $value -}}
 {{- end -}}
 {{- end -}}
-{{- $env | toJson -}}
+{{- $out | toJson -}}
 {{- end -}}
 
-{{/* The kafka: section of config.yaml, as JSON. */}}
+{{/* The kafka: section of config.yaml, as JSON (secrets: fanout.sink.secretFiles). */}}
 {{- define "fanout.kafkaConfig" -}}
 {{- $k := .Values.kafka -}}
-{{- $kafka := dict
-    "bootstrap_servers" $k.bootstrapServers
-    "group_prefix" $k.groupPrefix
-    "dlq_prefix" $k.dlqPrefix
-    "security_protocol" $k.securityProtocol
-    "extra" $k.extra -}}
+{{- $keys := list "bootstrapServers" "groupPrefix" "dlqPrefix" "clientId" "securityProtocol"
+    "saslMechanism" "saslUsername" "oauthClientId" "oauthTokenEndpointUrl" "oauthScope"
+    "sslCaLocation" "sslCertificateLocation" "sslKeyLocation" "sessionTimeoutMs"
+    "maxPollIntervalMs" "prefetchMaxKbytes" "fetchMaxBytes" "dlqRetentionMs"
+    "dlqMaxMessageBytes" "dlqPartitions" "dlqReplicationFactor" "flattenedTopics" "tombstones"
+    "versionSource" "unavailableValuePlaceholders" "extra" "valueFormat" "keyFormat" -}}
+{{- $kafka := include "fanout.passThrough" (dict "values" $k "keys" $keys) | fromJson -}}
+{{- $registry := list "url" "basicAuthUser" "sslCaLocation" "timeoutS" "unavailableAfterS" -}}
+{{- $_ := set $kafka "schema_registry" (include "fanout.passThrough" (dict "values" $k.schemaRegistry "keys" $registry) | fromJson) -}}
 {{- if $k.topicPattern -}}
 {{- $_ := set $kafka "topic_pattern" $k.topicPattern -}}
 {{- else -}}
 {{- $_ := set $kafka "topics" $k.topics -}}
 {{- end -}}
-{{- if $k.saslMechanism }}{{ $_ := set $kafka "sasl_mechanism" $k.saslMechanism }}{{ end -}}
-{{- if $k.saslUsername }}{{ $_ := set $kafka "sasl_username" $k.saslUsername }}{{ end -}}
-{{- if $k.sslCaLocation }}{{ $_ := set $kafka "ssl_ca_location" $k.sslCaLocation }}{{ end -}}
 {{- $kafka | toJson -}}
 {{- end -}}
 
 {{/*
 One sink's config.yaml: the shared kafka/metrics/logging sections and that sink's section only
-(the runtime's defaults leave the other sinks disabled). Secrets never appear here (env vars).
+(the runtime's defaults leave the other sinks disabled). Secrets never appear here: only the
+paths of their files in the mounted Secret (`…_file`).
 */}}
 {{- define "fanout.sink.configYaml" -}}
 {{- $root := .root -}}
+{{- $files := include "fanout.sink.secretFiles" . | fromJson -}}
 {{- $config := dict
-    "kafka" (include "fanout.kafkaConfig" $root | fromJson)
+    "kafka" (merge (include "fanout.kafkaConfig" $root | fromJson) $files.kafka (dict "schema_registry" $files.registry))
     "metrics" (dict "host" "0.0.0.0" "port" $root.Values.metrics.port)
     "logging" (dict "level" $root.Values.logging.level "format" $root.Values.logging.format)
-    "sinks" (dict .sink (include "fanout.sink.config" . | fromJson)) -}}
+    "sinks" (dict .sink (merge (include "fanout.sink.config" . | fromJson) (index $files .sink))) -}}
 {{- toYaml $config -}}
 {{- end -}}
 
 {{/* One sink's section of config.yaml, as JSON. */}}
 {{- define "fanout.sink.config" -}}
 {{- $v := index .root.Values.sinks .sink -}}
+{{- $retry := list "initialBackoffMs" "maxBackoffMs" "multiplier" "unknownErrorAttempts" -}}
+{{- $routing := list "include" "exclude" "targetFormat" "tables" "keyless" "allowMerge" -}}
 {{- $common := dict
     "enabled" true
-    "batch" (dict "max_events" $v.batch.maxEvents "max_bytes" $v.batch.maxBytes "max_wait_ms" $v.batch.maxWaitMs)
-    "retry" (dict "initial_backoff_ms" $v.retry.initialBackoffMs "max_backoff_ms" $v.retry.maxBackoffMs)
-    "routing" (dict "include" $v.routing.include "exclude" $v.routing.exclude "target_format" $v.routing.targetFormat "tables" $v.routing.tables) -}}
+    "batch" (include "fanout.passThrough" (dict "values" $v.batch "keys" (list "maxEvents" "maxBytes" "maxWaitMs")) | fromJson)
+    "retry" (include "fanout.passThrough" (dict "values" $v.retry "keys" $retry) | fromJson)
+    "routing" (include "fanout.passThrough" (dict "values" $v.routing "keys" $routing) | fromJson) -}}
+{{- $_ := merge $common (include "fanout.passThrough" (dict "values" $v "keys" (list "configErrorExitS")) | fromJson) -}}
 {{- $specific := include (printf "fanout.sink.config.%s" .sink) $v | fromJson -}}
 {{- merge $common $specific | toJson -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.postgres" -}}
-{{- $c := dict "host" .host "port" .port "user" .user "dbname" .dbname "schema" .schema "sslmode" .sslmode -}}
-{{- if .sslrootcert }}{{ $_ := set $c "sslrootcert" .sslrootcert }}{{ end -}}
-{{- $c | toJson -}}
+{{- $keys := list "host" "port" "user" "dbname" "schema" "sslmode" "sslrootcert" "sslcert" "sslkey"
+    "connectTimeoutS" "statementTimeoutS" "lockTimeoutS" "applicationName"
+    "tombstoneRetentionHours" "tombstonePurgeIntervalMinutes" -}}
+{{- include "fanout.passThrough" (dict "values" . "keys" $keys) -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.elasticsearch" -}}
-{{- $c := dict "hosts" .hosts "index_prefix" .indexPrefix "refresh" .refresh "request_timeout_s" .requestTimeoutS "verify_certs" .verifyCerts -}}
-{{- if .username }}{{ $_ := set $c "username" .username }}{{ end -}}
-{{- if .caCerts }}{{ $_ := set $c "ca_certs" .caCerts }}{{ end -}}
-{{- $c | toJson -}}
+{{- $keys := list "hosts" "username" "indexPrefix" "refresh" "caCerts" "verifyCerts"
+    "requestTimeoutS" "bulkMaxActions" "bulkMaxBytes" "bulkItemRetries" "indexSettings"
+    "mappings" "jsonMapping" "jsonColumnMappings" "tombstoneRetentionHours"
+    "tombstonePurgeIntervalMinutes" -}}
+{{- include "fanout.passThrough" (dict "values" . "keys" $keys) -}}
 {{- end -}}
 
 {{- define "fanout.sink.config.clickhouse" -}}
-{{- $c := dict "mode" .mode "database" .database "send_receive_timeout_s" .sendReceiveTimeoutS -}}
-{{- if eq .mode "embedded" -}}
-{{- $_ := set $c "data_dir" .embedded.dataDir -}}
-{{- else -}}
-{{- $_ := set $c "host" .host -}}
-{{- $_ := set $c "port" .port -}}
-{{- $_ := set $c "username" .username -}}
-{{- $_ := set $c "secure" .secure -}}
-{{- if .caCert }}{{ $_ := set $c "ca_cert" .caCert }}{{ end -}}
+{{- $keys := list "mode" "database" "sendReceiveTimeoutS" "lowCardinality" "deduplicationWindow" -}}
+{{- if ne .mode "embedded" -}}
+{{- $keys = concat $keys (list "host" "port" "username" "secure" "caCert" "verifyCerts" "connectTimeoutS") -}}
 {{- end -}}
+{{- $c := include "fanout.passThrough" (dict "values" . "keys" $keys) | fromJson -}}
+{{- if eq .mode "embedded" }}{{ $_ := set $c "data_dir" .embedded.dataDir }}{{ end -}}
 {{- $c | toJson -}}
 {{- end -}}
 
@@ -322,7 +363,7 @@ had prepared (two writes, each bounded by the sink's write timeout), flushes its
 (up to 30 s) and leaves the group:
   2 x write timeout + ceil(batch.maxWaitMs / 1000) + 40
 The write timeout is requestTimeoutS (Elasticsearch), sendReceiveTimeoutS (ClickHouse), and
-60 s for PostgreSQL (fanout sets no statement timeout there).
+statementTimeoutS for PostgreSQL (60 s when it is 0, no bound).
 */}}
 {{- define "fanout.sink.gracePeriod" -}}
 {{- $v := index .root.Values.sinks .sink -}}
@@ -330,6 +371,7 @@ The write timeout is requestTimeoutS (Elasticsearch), sendReceiveTimeoutS (Click
 {{- $v.terminationGracePeriodSeconds -}}
 {{- else -}}
 {{- $write := 60 -}}
+{{- if and (eq .sink "postgres") $v.statementTimeoutS }}{{ $write = int (ceil $v.statementTimeoutS) }}{{ end -}}
 {{- if eq .sink "elasticsearch" }}{{ $write = int (ceil $v.requestTimeoutS) }}{{ end -}}
 {{- if eq .sink "clickhouse" }}{{ $write = int (ceil $v.sendReceiveTimeoutS) }}{{ end -}}
 {{- add (mul 2 $write) (div (add (int $v.batch.maxWaitMs) 999) 1000) 40 -}}
@@ -454,6 +496,13 @@ Rendered once, from the ConfigMap template.
     {{- with .root.Values.tmpDir.sizeLimit }}
     sizeLimit: {{ . }}
     {{- end }}
+{{- if include "fanout.mountSecret" .root }}
+- name: secrets
+  secret:
+    secretName: {{ include "fanout.secretName" .root }}
+    {{- /* 0440: root and the pods' fsGroup may read (libpq accepts a root-owned key so) */}}
+    defaultMode: 288
+{{- end }}
 {{- if and (eq .sink "clickhouse") (include "fanout.clickhouseEmbedded" .root) .root.Values.sinks.clickhouse.embedded.existingClaim }}
 {{- /* Without existingClaim the StatefulSet's volumeClaimTemplates provide chdb-data. */}}
 - name: chdb-data
@@ -471,6 +520,11 @@ Rendered once, from the ConfigMap template.
   readOnly: true
 - name: tmp
   mountPath: /tmp
+{{- if include "fanout.mountSecret" .root }}
+- name: secrets
+  mountPath: {{ include "fanout.secretsDir" .root }}
+  readOnly: true
+{{- end }}
 {{- if and (eq .sink "clickhouse") (include "fanout.clickhouseEmbedded" .root) }}
 - name: chdb-data
   mountPath: {{ .root.Values.sinks.clickhouse.embedded.dataDir }}
@@ -481,13 +535,13 @@ Rendered once, from the ConfigMap template.
 {{- end -}}
 
 {{/*
-Env of the fanout container, as a JSON list: the config path, the Secret refs, the pod name as
-the Kafka static member id (StatefulSet only), extraEnv, then the sink's env.
+Env of the fanout container, as a JSON list: the config path, the pod name as the Kafka static
+member id (StatefulSet only), extraEnv, then the sink's env. Secrets are files (the mounted
+Secret), never env values.
 */}}
 {{- define "fanout.env" -}}
 {{- $v := index .root.Values.sinks .sink -}}
 {{- $env := list (dict "name" "FANOUT_CONFIG" "value" (include "fanout.configPath" .root)) -}}
-{{- $env = concat $env (include "fanout.sink.secretEnv" . | fromJsonArray) -}}
 {{- if and (eq .role "worker") (eq (include "fanout.sink.workloadKind" .) "StatefulSet") -}}
 {{- /* Static membership: the pod keeps its name across restarts, so it rejoins the group without a rebalance. */ -}}
 {{- $ref := dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.name") -}}
@@ -644,8 +698,11 @@ checksum/config: {{ include "fanout.sink.configYaml" . | sha256sum }}
 {{- if include "fanout.createSecret" .root }}
 {{- $data := include "fanout.secretData" .root | fromJson }}
 {{- $mine := dict }}
-{{- range $_, $key := include "fanout.sink.secretEnvKeys" . | fromJson }}
+{{- range $_, $settings := include "fanout.sink.secretFiles" . | fromJson }}
+{{- range $_, $path := $settings }}
+{{- $key := base $path }}
 {{- if hasKey $data $key }}{{ $_ := set $mine $key (index $data $key) }}{{ end }}
+{{- end }}
 {{- end }}
 {{- with $mine }}
 checksum/secret: {{ toJson . | sha256sum }}
