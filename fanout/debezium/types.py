@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
+import re
 from binascii import a2b_base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -100,6 +101,21 @@ def _describe(value: Any) -> str:
     return f"{kind} {shown if len(shown) <= 40 else shown[:39] + '…'}"
 
 
+# 32 hex digits, hyphens between the canonical 8-4-4-4-12 groups optional: the texts every sink
+# stores as a UUID (PostgreSQL also takes braces and other hyphens, ClickHouse's driver not).
+_UUID = re.compile(r"[0-9a-fA-F]{8}(?:-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}")
+
+
+def _uuid(text: str) -> str:
+    """A UUID column's text as sent, once it is one (else PostgreSQL and ClickHouse would refuse
+    it and Elasticsearch store it: the sinks would disagree)."""
+    if type(text) is not str:
+        raise TypeError(f"expected text, got {_describe(text)}")
+    if _UUID.fullmatch(text) is None:
+        raise ValueError(f"not a UUID: {_describe(text)}")
+    return text
+
+
 def _date(days: int) -> dt.date:
     if type(days) is not int:  # checked here, not by a wrapper: dates are common
         raise TypeError(f"expected an integer, got {_describe(days)}")
@@ -168,7 +184,7 @@ _BY_NAME: dict[str, tuple[str, Converter | None]] = {
     "io.debezium.time.MicroDuration": ("int64", None),
     "io.debezium.time.Interval": ("string", None),
     "io.debezium.data.Json": ("json", json_column),
-    "io.debezium.data.Uuid": ("uuid", None),
+    "io.debezium.data.Uuid": ("uuid", _uuid),
     "io.debezium.data.Enum": ("string", None),
     "io.debezium.data.EnumSet": ("string", None),
     "io.debezium.data.Xml": ("string", None),
