@@ -9,9 +9,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from . import probes
+from . import probes, procs
 from .context import HOST, Context, java_home, need_tool, remove_stale_tmp, run
 from .procs import Launch
+from .registry import CONVERTER_CLASS, converter_plugins, install_converter
 from .services import (
     HERE,
     KAFKA_VERSION,
@@ -85,6 +86,7 @@ class Connect(Service):
             )
         if not (self.plugins / ".complete").exists():
             self._install_plugin()
+        install_converter(self.ctx)  # Avro through the registry component
 
     def _install_plugin(self) -> None:
         """Debezium's own plugin archive (the `plugin` tar.gz on Maven Central), unpacked as its
@@ -111,6 +113,7 @@ class Connect(Service):
             "HOST": HOST,
             "PORT": str(self.port),
             "PLUGINS": str(self.plugins),
+            "CONVERTERS": str(converter_plugins(self.ctx)),
             "DATA": str(self.dir / "data"),
             "LOGS": str(self.dir / "logs"),
         }
@@ -136,6 +139,21 @@ class Connect(Service):
             str(conf / "worker.properties"),
         ]
         return Launch(argv, self.dir, self.log)
+
+    def outdated(self) -> str | None:
+        leader = procs.read_pidfile(self.pidfile)
+        if leader is None or not procs.is_ours(leader, self.dir):
+            return None
+        try:
+            status, body = probes.http(
+                f"http://{HOST}:{self.port}/connector-plugins?connectorsOnly=false"
+            )
+        except probes.NotReady:
+            return None  # not answering: `up` waits for it as for any starting service
+        if status == 200 and CONVERTER_CLASS.encode() not in body:
+            # A worker started before the converter joined plugin.path: a restart reads it.
+            return f"{CONVERTER_CLASS} is not on its plugin path yet"
+        return None
 
     def probe(self) -> str:
         base = f"http://{HOST}:{self.port}"

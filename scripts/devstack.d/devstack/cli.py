@@ -16,11 +16,12 @@ from pathlib import Path
 from . import probes, procs, tls
 from .cdc import CDC_SERVICES, SOURCE_DB, SOURCE_PASSWORD, SOURCE_USER, Connect, SourcePostgres
 from .context import HOST, Context, DevstackError
+from .registry import Registry
 from .services import PG_DB, PG_PASSWORD, PG_USER, Kafka, Service
 from .services import SERVICES as SINK_SERVICES
 
 # Order matters: `up` lists them so, `down` stops them in reverse (Connect before Kafka).
-SERVICES: list[type[Service]] = [*SINK_SERVICES, *CDC_SERVICES]
+SERVICES: list[type[Service]] = [*SINK_SERVICES, *CDC_SERVICES, Registry]
 
 _SOURCE_PG = f"{HOST}:{SourcePostgres.port}/{SOURCE_DB}"
 ENV = {
@@ -42,6 +43,8 @@ ENV = {
     "DEVSTACK_SOURCE_PG_DBNAME": SOURCE_DB,
     "DEVSTACK_SOURCE_PG_DSN": f"postgresql://{SOURCE_USER}:{SOURCE_PASSWORD}@{_SOURCE_PG}",
     "DEVSTACK_CONNECT_URL": f"http://{HOST}:{Connect.port}",
+    # The schema registry (Apicurio): its own API for connectors, /apis/ccompat/v7 for fanout.
+    "DEVSTACK_REGISTRY_URL": f"http://{HOST}:{Registry.port}",
 }
 
 
