@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DEVSTACK := $(PYTHON) scripts/devstack
 
-.PHONY: install up down status test demo lint
+.PHONY: install up down status test demo demo-debezium lint
 
 STAMP := .devstack/pip-install.stamp
 
@@ -31,6 +31,9 @@ test: up  ## the whole default suite (slow soak tests excluded) against the loca
 
 demo: up  ## the main job on the local stack: CDC stream -> every sink, checked; says where it all is
 	$(PYTHON) scripts/demo.py
+
+demo-debezium: up  ## the same from a real Debezium connector capturing tables it makes in the source PostgreSQL
+	$(PYTHON) scripts/demo.py --debezium
 
 lint: install
 	$(PYTHON) -m ruff check . scripts/devstack

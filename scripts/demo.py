@@ -1,5 +1,8 @@
 """The main job on the local stack, end to end, in one command (`make demo`).
 
+``--debezium`` (`make demo-debezium`): the same from a real Debezium connector capturing a
+real database instead of a generated stream (``scripts/demo_debezium.py``). Without it:
+
 1. creates a topic and produces a realistic Debezium stream to it (inserts, updates, deletes
    and re-inserts over several tables, one a composite-key table);
 2. runs `fanout run` with every sink enabled, each its own consumer group;
@@ -53,10 +56,14 @@ DEMO_DIR = REPO / ".devstack" / "demo"
 def main() -> int:
     args = _parse()
     stack = _use_devstack_connection_settings()
+    if args.debezium:
+        import demo_debezium  # scripts/, beside this file
+
+        return demo_debezium.main(args, stack, DEMO_DIR)
     run_id = uuid.uuid4().hex[:6]
     topic, prefix = f"demo_{run_id}.inventory", f"demo-{run_id}"
     print(f"demo {run_id}: topic {topic}, consumer groups {prefix}-<sink>")
-    messages = list(generate_stream(args.events, n_keys=args.keys, seed=args.seed))
+    messages = list(generate_stream(args.events or 20_000, n_keys=args.keys, seed=args.seed))
     create_topic(topic, partitions=6)
     started = time.monotonic()
     produce(topic, ((m.key, m.value) for m in messages))
@@ -89,7 +96,8 @@ def main() -> int:
 
 def _use_devstack_connection_settings() -> dict[str, str]:
     """Connection settings of the local stack, as `scripts/devstack env` prints them (a value
-    the shell exported wins), for this process and the worker."""
+    the shell exported wins), for this process (the stores' and the CDC source's) and the
+    worker (``FANOUT_*`` only)."""
     printed = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "devstack"), "env"],
         check=True,
@@ -99,8 +107,9 @@ def _use_devstack_connection_settings() -> dict[str, str]:
     names = []
     for line in printed.splitlines():
         name, _, value = line.removeprefix("export ").partition("=")
-        if name.startswith("FANOUT_"):
+        if name.startswith(("FANOUT_", "DEVSTACK_")):
             os.environ.setdefault(name, shlex.split(value)[0] if value else "")
+        if name.startswith("FANOUT_"):
             names.append(name)
     return {name: os.environ[name] for name in names}
 
@@ -111,10 +120,25 @@ def _caught_up_or_dead(worker: WorkerProcess, group: str, topic: str) -> bool:
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000, help="changes to produce")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="changes to produce (default 20,000), or with --debezium to make at the source "
+        "(default 3,000)",
+    )
     parser.add_argument("--keys", type=int, default=500, help="distinct keys per table")
     parser.add_argument("--seed", type=int, default=42)
-    return parser.parse_args()
+    parser.add_argument(
+        "--debezium",
+        action="store_true",
+        help="from a real Debezium connector capturing tables it creates in the source "
+        "PostgreSQL (127.0.0.1:5433), every sink then compared with them column by column",
+    )
+    args = parser.parse_args()
+    if args.debezium and args.events is None:
+        args.events = 3_000
+    return args
 
 
 def _config(topic: str, prefix: str, run_id: str) -> dict[str, Any]:
