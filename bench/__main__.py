@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         "(sinks.*.batch.max_wait_ms, kafka.prefetch_max_kbytes, kafka.fetch_max_bytes), "
         "VALUE is JSON; @TREE starts the variant's workers from another checkout's fanout and "
         "sinks (e.g. 'before:@/work/baseline'; ratios 'postgres / postgres [before]' are "
-        "after/before); repeatable",
+        "after/before); the item stream.placeholders=SHARE drains the same changes from "
+        "another topic where SHARE of the updates carry Debezium's unavailable-value "
+        "placeholder in their unchanged text/json/array columns (e.g. 'toast10:"
+        "stream.placeholders=0.1'); repeatable",
     )
     run.add_argument("--latency-rate", type=int, default=2000, help="events/s of the steady run")
     run.add_argument("--latency-seconds", type=int, default=60)

@@ -43,10 +43,13 @@ Overrides = dict[str, Any]  # dotted settings path -> value, see apply_overrides
 
 @dataclass(frozen=True)
 class Variant:
-    """What a ``--variant`` changes: worker settings, and the code tree workers start from."""
+    """What a ``--variant`` changes: worker settings, the code tree workers start from, and the
+    stream: ``placeholders`` is the share of updates carrying Debezium's unavailable-value
+    placeholder (``stream.with_placeholders``; the same changes, another topic)."""
 
     overrides: Overrides = field(default_factory=dict)
     tree: Path = trees.REPO
+    placeholders: float = 0.0
 
 
 DEFAULTS = Variant()

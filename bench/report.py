@@ -160,6 +160,7 @@ def markdown(result: dict[str, Any]) -> str:
         "times only the load call. Several processes: the slowest drain, summed CPU, the "
         "highest single peak RSS and (RSS sum) the sum of each process's peak.",
         *_snapshot_lines(result.get("snapshot_stream")),
+        *_placeholder_lines(result),
         *_variant_lines(result.get("variants", {}), result.get("trees", {})),
         "",
         "| configuration | events/s | seconds | first commit s | peak RSS MiB | RSS sum MiB "
@@ -178,6 +179,21 @@ def ordered(summary: dict[str, Any]) -> list[str]:
     """Configurations in LABELS order, each followed by its variants."""
     rank = {config: n for n, config in enumerate(LABELS)}
     return sorted(summary, key=lambda key: (rank[base_and_variant(key)[0]], key))
+
+
+def _placeholder_lines(result: dict[str, Any]) -> list[str]:
+    """The streams of ``stream.placeholders`` variants: the same changes, another topic."""
+    lines = []
+    for key, facts in sorted(result.items()):
+        if key.startswith("stream_churn@"):
+            lines += [
+                "",
+                f"Placeholder stream ({key.removeprefix('stream_churn@')}): the same changes in "
+                f"topic `{facts['topic']}`, {facts['updates_with_placeholders']:.1%} of the "
+                "updates carrying Debezium's unavailable-value placeholder in every text, json "
+                f"and array column they left unchanged; {facts['avg_value_bytes']} B a value.",
+            ]
+    return lines
 
 
 def _snapshot_lines(snapshot: dict[str, Any] | None) -> list[str]:

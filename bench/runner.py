@@ -36,6 +36,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parents[1]
 PEER_FAILURES: list[str] = []
 VARIANT_SYNTAX = "NAME:PATH=VALUE|@TREE[;...]"  # items: settings overrides, at most one tree
+PLACEHOLDERS = "stream.placeholders"  # a variant item that changes the stream, not settings
 
 
 def wait_stack(timeout_s: float = 600) -> None:
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace, command: str) -> int:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "runs": args.runs,
-        "variants": {name or "defaults": v.overrides for name, v in variants.items()},
+        "variants": {name or "defaults": _described(v) for name, v in variants.items()},
         "trees": {name or "defaults": trees.facts(v.tree) for name, v in variants.items()},
         "machine": machine.facts(),
     }
@@ -75,6 +76,15 @@ def run(args: argparse.Namespace, command: str) -> int:
     messages = stream.generate(args.events, args.keys, args.seed)
     the_stream = stream.produce_once(f"bench_{env.new_id()}.inventory", messages)
     streams = {"churn": the_stream}
+    for share in sorted({v.placeholders for v in variants.values() if v.placeholders}):
+        marked = stream.with_placeholders(messages, share, args.seed)
+        name_ = f"churn@{share}"
+        streams[name_] = stream.produce_once(f"{the_stream.topic}.placeholders{share}", marked)
+        result[f"stream_{name_}"] = {
+            **_facts(streams[name_], args.keys),
+            "updates_with_placeholders": stream.placeholder_share(marked),
+        }
+        del marked
     if "snapshot" in only:
         snapshot = stream.snapshot_of(messages)
         streams["snapshot"] = stream.produce_once(f"{the_stream.topic}.snapshot", snapshot)
@@ -119,9 +129,18 @@ def _variant(items: list[str]) -> drains.Variant:
     if len(named) > 1:
         raise SystemExit(f"--variant: one @TREE a variant, got {named}")
     overrides = dict(_assignment(item) for item in items if not item.startswith("@"))
-    if not named:
-        return drains.Variant(overrides)
-    return drains.Variant(overrides, trees.resolve(named[0]))
+    placeholders = float(overrides.pop(PLACEHOLDERS, 0.0))
+    if not 0.0 <= placeholders <= 1.0:
+        raise SystemExit(f"--variant: {PLACEHOLDERS} is a share of the updates, 0 to 1")
+    tree = trees.resolve(named[0]) if named else trees.REPO
+    return drains.Variant(overrides, tree, placeholders)
+
+
+def _described(variant: drains.Variant) -> dict[str, Any]:
+    """A variant's items as given: settings overrides, and the stream's placeholders."""
+    if not variant.placeholders:
+        return variant.overrides
+    return {**variant.overrides, PLACEHOLDERS: variant.placeholders}
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -169,7 +188,7 @@ def _measure(
 def _once(
     config: str, streams: dict[str, stream.Stream], variant: drains.Variant
 ) -> dict[str, dict[str, Any]]:
-    the_stream = streams["churn"]
+    the_stream = streams[churn_of(variant)]
     if config == "raw":
         return {"raw_consume": {"seconds": limits.raw_consume(the_stream)}}
     if config == "direct":
@@ -202,6 +221,11 @@ def _once(
     return {config: _drain_sample(drained, all(converged.values()))}
 
 
+def churn_of(variant: drains.Variant) -> str:
+    """The change stream a variant drains: the plain one, or the one with placeholders."""
+    return f"churn@{variant.placeholders}" if variant.placeholders else "churn"
+
+
 def _drain_one(the_stream: stream.Stream, sink: str, variant: drains.Variant) -> dict[str, Any]:
     drained, converged = drains.drain(the_stream, (sink,), variant)
     sample = _drain_sample(drained, converged[sink])
@@ -231,7 +255,12 @@ def _latency(args: argparse.Namespace, variants: Variants) -> dict[str, Any]:
             wait_stack()
             label = f" @{name}" if name else ""
             print(f"[run {n}] latency{label} at {args.latency_rate}/s ...", flush=True)
-            measured = latency.measure(messages, args.latency_rate, args.latency_seconds, variant)
+            steady = (
+                stream.with_placeholders(messages, variant.placeholders, args.seed)
+                if variant.placeholders
+                else messages
+            )
+            measured = latency.measure(steady, args.latency_rate, args.latency_seconds, variant)
             print(f"  {json.dumps(measured)}", flush=True)
             runs[name].append(measured)
     return {

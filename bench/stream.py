@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,68 @@ def _with_filled_before(message: Message) -> Message:
         if before.get(spec["field"]) is None and not spec.get("optional", False):
             before[spec["field"]] = _REQUIRED_DEFAULTS.get(spec["type"], 0)
     return replace(message, value=json.dumps(record, separators=(",", ":")).encode())
+
+
+# Column kinds PostgreSQL stores out of line when large (TOAST): an UPDATE that leaves such a
+# column alone makes Debezium send its placeholder instead of the value.
+TOASTABLE = frozenset({"text", "json", "text[]"})
+PLACEHOLDER = "__debezium_unavailable_value"  # Debezium's unavailable.value.placeholder
+
+
+def with_placeholders(messages: list[Message], fraction: float, seed: int) -> list[Message]:
+    """``messages`` with ``fraction`` of the updates (seeded choice) carrying Debezium's
+    placeholder in every TOASTable column they left unchanged and that holds a value, as if
+    those values were TOASTed. The final state is the same as without placeholders."""
+    unchanged = _unchanged_toastable(messages)
+    updates = sum(m.event.kind == "update" and m.value is not None for m in messages)
+    # drawn among the updates that have such a column, so that ``fraction`` of all carry one
+    chance = min(1.0, fraction * updates / max(1, len(unchanged)))
+    rng = random.Random(seed)
+    return [
+        _placeholders(m, unchanged[i]) if i in unchanged and rng.random() < chance else m
+        for i, m in enumerate(messages)
+    ]
+
+
+def _unchanged_toastable(messages: list[Message]) -> dict[int, list[str]]:
+    """Update index -> the TOASTable columns it carries unchanged (non-key, not NULL)."""
+    rows: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = {}
+    found = {}
+    for index, message in enumerate(messages):
+        event = message.event
+        key = (event.table, event.spec.key_tuple(event.key))
+        previous = rows.pop(key, None) or {}
+        if event.row is None:
+            continue
+        rows[key] = event.row
+        if event.kind != "update" or message.value is None:
+            continue
+        same = [
+            column.name
+            for column in event.spec.columns
+            if column.kind in TOASTABLE
+            and column.name not in event.spec.primary_key
+            and event.row.get(column.name) is not None
+            and previous.get(column.name) == event.row[column.name]
+        ]
+        if same:
+            found[index] = same
+    return found
+
+
+def _placeholders(message: Message, columns: list[str]) -> Message:
+    record = json.loads(message.value or b"")
+    after = record["payload"]["after"]
+    for name in columns:
+        after[name] = [PLACEHOLDER] if isinstance(after[name], list) else PLACEHOLDER
+    return replace(message, value=json.dumps(record, separators=(",", ":")).encode())
+
+
+def placeholder_share(messages: list[Message]) -> float:
+    """The share of update records that carry the placeholder."""
+    updates = [m for m in messages if m.value is not None and m.event.kind == "update"]
+    marked = sum(PLACEHOLDER.encode() in (m.value or b"") for m in updates)
+    return round(marked / max(1, len(updates)), 4)
 
 
 def snapshot_of(messages: list[Message]) -> list[Message]:
