@@ -8,8 +8,8 @@ parameters go to ``connect.name``, ``connect.version`` and ``connect.parameters`
 Connect Decimal also carries Avro's ``decimal`` logical type. Values: base64 bytes become
 bytes, Jackson's "NaN"/"Infinity" text for floats becomes the float.
 
-This is not a converter run by Kafka Connect: no Avro converter or registry server could be
-run here (see docs/ENVELOPES.md, "Avro"), so this stands in for their output in tests.
+For unit tests and hand-made records; what the real connector and converter write is tested in
+tests/integration/test_avro_debezium.py (Apicurio's converter and registry on the local stack).
 """
 
 from __future__ import annotations

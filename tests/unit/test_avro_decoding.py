@@ -1,7 +1,7 @@
 """Confluent Avro decoding: the wire format, Debezium's logical types, the same events as JSON.
 
-The writer schemas come from an in-process lookup (``SchemaRegistry`` with a ``fetch``), not a
-registry server: these tests check decoding, not a registry (see docs/ENVELOPES.md, "Avro").
+The writer schemas come from an in-process lookup (``SchemaRegistry`` with a ``fetch``): these
+tests check decoding; the real registry and connector are in tests/integration/test_avro_*.py.
 """
 
 from __future__ import annotations

@@ -1,0 +1,165 @@
+"""Avro records a worker cannot decode, and a registry it cannot reach, end to end.
+
+Real Kafka, the local Apicurio Registry (its Confluent-compatible API), ``fanout run --sink
+postgres`` processes, the real PostgreSQL:
+
+- DATA: a value that is not Confluent Avro, one whose schema id the registry does not have and
+  one cut short go to the DLQ (stage decode) with the reason; the good record is written and the
+  worker lives;
+- CONFIGURATION: a registry that does not answer stops the worker once
+  ``kafka.schema_registry.unavailable_after_s`` has passed, saying which URL, with nothing
+  dead-lettered or committed, and it exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from psycopg import sql
+
+from tests.integration.conftest import Endpoints
+from tests.support.avro_connect import avro_datum, avro_schema, frame
+from tests.support.pipeline import (
+    WorkerProcess,
+    committed_offsets,
+    create_topic,
+    produce,
+    read_topic,
+    unique,
+    wait_caught_up,
+)
+
+REGISTRY = os.environ.get("DEVSTACK_REGISTRY_URL", "http://127.0.0.1:8081").rstrip("/")
+CCOMPAT = f"{REGISTRY}/apis/ccompat/v7"
+ROW = {
+    "type": "struct",
+    "optional": True,
+    "name": "avroerr.public.items.Value",
+    "fields": [
+        {"type": "int32", "optional": False, "field": "id"},
+        {"type": "string", "optional": True, "field": "name"},
+    ],
+}
+ENVELOPE = {
+    "type": "struct",
+    "optional": False,
+    "name": "avroerr.public.items.Envelope",
+    "fields": [
+        {**ROW, "field": "before"},
+        {**ROW, "field": "after"},
+        {
+            "type": "struct",
+            "optional": False,
+            "field": "source",
+            "name": "io.debezium.connector.postgresql.Source",
+            "fields": [
+                {"type": "int64", "optional": False, "field": "ts_ms"},
+                {"type": "string", "optional": False, "field": "schema"},
+                {"type": "string", "optional": False, "field": "table"},
+                {"type": "int64", "optional": True, "field": "lsn"},
+            ],
+        },
+        {"type": "string", "optional": False, "field": "op"},
+    ],
+}
+KEY_SCHEMA = {"type": "struct", "optional": False, "fields": [{"type": "int32", "field": "id"}]}
+
+
+def key(ident: int) -> bytes:
+    return json.dumps({"schema": KEY_SCHEMA, "payload": {"id": ident}}).encode()
+
+
+def insert(ident: int, lsn: int) -> dict[str, Any]:
+    source = {"ts_ms": 1, "schema": "public", "table": "items", "lsn": lsn}
+    return {"before": None, "after": {"id": ident, "name": "n"}, "source": source, "op": "c"}
+
+
+def config(
+    prefix: str, topic: str, endpoints: Endpoints, registry: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "kafka": {
+            "topics": [topic],
+            "group_prefix": prefix,
+            "dlq_prefix": f"{prefix}.dlq",
+            "session_timeout_ms": 6000,
+            "value_format": "avro",
+            "key_format": "json",
+            "schema_registry": registry,
+        },
+        "metrics": {"port": 0},
+        "sinks": {
+            "postgres": {
+                "enabled": True,
+                "schema": prefix,
+                "config_error_exit_s": 3,
+                **endpoints.pg,
+                "batch": {"max_events": 10, "max_wait_ms": 100},
+            }
+        },
+    }
+
+
+def test_undecodable_avro_goes_to_the_dlq_with_the_reason_and_the_rest_is_written(
+    endpoints: Endpoints, pg: psycopg.Connection[Any], tmp_path: Path, workers: list[Any]
+) -> None:
+    schema = avro_schema(ENVELOPE)
+    subject = unique("avroerr") + "-value"
+    schema_id = SchemaRegistryClient({"url": CCOMPAT}).register_schema(
+        subject, Schema(json.dumps(schema), "AVRO")
+    )
+    good = frame(schema_id, schema, avro_datum(ENVELOPE, insert(1, 100)))
+    poison = [
+        (key(2), json.dumps(insert(2, 200)).encode()),  # JSON on an Avro topic
+        (key(3), frame(2_000_000_000, schema, avro_datum(ENVELOPE, insert(3, 300)))),
+        (key(4), good[:-3]),  # cut short
+    ]
+    prefix = unique("avroerr")
+    topic = create_topic(f"{prefix}.public.items", partitions=1)
+    produce(topic, [(key(1), good), *poison])
+    registry = {"url": CCOMPAT}
+    worker = WorkerProcess("postgres", config(prefix, topic, endpoints, registry), tmp_path)
+    workers.append(worker.start())
+    try:
+        wait_caught_up(f"{prefix}-postgres", [topic], timeout_s=120)
+        assert worker.alive, worker.log()[-3000:]
+        rows = pg.execute(sql.SQL("SELECT id FROM {}").format(sql.Identifier(prefix, "items")))
+        assert [row[0] for row in rows] == [1]
+        dead = read_topic(f"{prefix}.dlq.postgres", expect=len(poison))
+        reasons = {m.key(): dict(m.headers()) for m in dead}
+        assert sorted(reasons) == sorted(k for k, _ in poison)
+        assert {h["fanout.error.stage"] for h in reasons.values()} == {b"decode"}
+        said = {k: h["fanout.error.message"].decode() for k, h in reasons.items()}
+        assert "not Confluent Avro: starts with byte 0x7b" in said[key(2)]
+        assert "schema id 2000000000 is not in the schema registry" in said[key(3)]
+        assert f"is not Avro of schema id {schema_id}" in said[key(4)]
+    finally:
+        pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prefix)))
+
+
+def test_a_registry_that_does_not_answer_stops_the_worker_naming_it_and_it_exits_2(
+    endpoints: Endpoints, tmp_path: Path, workers: list[Any]
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    schema = avro_schema(ENVELOPE)
+    prefix = unique("avrodown")
+    topic = create_topic(f"{prefix}.public.items", partitions=1)
+    produce(topic, [(key(1), frame(1, schema, avro_datum(ENVELOPE, insert(1, 100))))])
+    registry = {"url": url, "unavailable_after_s": 2, "timeout_s": 1}
+    worker = WorkerProcess("postgres", config(prefix, topic, endpoints, registry), tmp_path)
+    workers.append(worker.start())
+
+    assert worker.wait(timeout_s=90) == 2, worker.log()[-3000:]
+    said = [line for line in worker.log().splitlines() if "configuration error" in line]
+    assert len(said) == 1, said
+    assert f"schema registry {url} unavailable for 2 s" in said[0]
+    assert committed_offsets(f"{prefix}-postgres", [topic]) == {(topic, 0): -1001}  # none
+    assert read_topic(f"{prefix}.dlq.postgres", timeout_s=2, expect=0) == []
