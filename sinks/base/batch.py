@@ -2,7 +2,8 @@
 
 ``BatchSink.write`` runs the same steps for every sink::
 
-    group      events by target; a target name the store cannot hold fails its events
+    group      events by target; a target name the store cannot hold fails its events, two
+               targets on one name the store derives stop the sink (ConfigError)
     validate   per event: a key without NULL or object values, a row for an upsert, a
                version in 0..2^63-1 (every store keeps it as a signed 64-bit number)
     watermark  the truncate version each target has stored            (sink: truncate_watermarks)
