@@ -27,3 +27,14 @@ def test_liveness_and_startup_outlast_every_sinks_config_error_exit() -> None:
             probe = probes[name]
             # a period more than the wait: the worker's own exit comes first
             assert budget_s(probe) >= exit_s(manifests, sink) + probe["periodSeconds"], name
+
+
+def test_a_longer_config_error_wait_raises_the_liveness_threshold_a_shorter_one_keeps_it() -> None:
+    sets = ["sinks.postgres.configErrorExitS=600", "sinks.elasticsearch.configErrorExitS=0"]
+    manifests = render("full", sets=sets)
+    liveness = {component(w): container(w)["livenessProbe"] for w in workloads(manifests)}
+    assert budget_s(liveness["postgres"]) >= 600 + 15
+    assert liveness["postgres"]["failureThreshold"] == 600 // 15 + 2
+    assert liveness["elasticsearch"]["failureThreshold"] == 4  # the chart's value suffices
+    startup = container(workloads(manifests)[0])["startupProbe"]
+    assert startup["failureThreshold"] == 180  # 30 minutes already outlast 600 s
