@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from fanout.cli import ops as cli_ops
+from fanout.cli.repair import add_repair
 from fanout.cli.support import fail
 from fanout.cli.verify import add_verify
 from fanout.errors import ConfigError
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_config(commands)
     cli_ops.add_commands(commands)  # backfill, dlq, lag, offsets
     add_verify(commands)
+    add_repair(commands)
     return parser
 
 

@@ -20,7 +20,8 @@ from tests.integration.conftest import Endpoints
 from tests.integration.fidelity_support import ALL_SINKS, stack_config
 from tests.integration.ops_support import fanout
 from tests.support.debezium_connector import SourceDb
-from tests.support.pipeline import WorkerProcess, wait_caught_up
+from tests.support.debezium_connector import read_topic as read_connector_topic
+from tests.support.pipeline import WorkerProcess, bootstrap, wait_caught_up
 
 COLUMNS = (
     "id int PRIMARY KEY, name text NOT NULL, amount numeric(12,2), ratio real, score float8, "
@@ -87,7 +88,11 @@ def pipeline_config(prefix: str, topic: str, table: str, endpoints: Endpoints) -
     return config
 
 
-def start_workers(config: dict[str, Any], tmp_path: Path, workers: list[Any]) -> None:
+def start_workers(config: dict[str, Any], tmp_path: Path, workers: list[Any], records: int) -> None:
+    """A worker per sink, once the topic holds ``records`` (the connector's topic may not even
+    exist yet), then until every sink caught up."""
+    (topic,) = config["kafka"]["topics"]
+    read_connector_topic(config["kafka"].get("bootstrap_servers", bootstrap()), topic, records, 90)
     for sink in ALL_SINKS:
         workers.append(WorkerProcess(sink, config, tmp_path).start())
     caught_up(config)

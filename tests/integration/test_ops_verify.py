@@ -77,7 +77,7 @@ def test_a_clean_pipeline_verifies_equal_and_damage_by_hand_is_reported_exactly(
     source_pg.execute(sql.SQL("DELETE FROM {} WHERE id IN (8, 45)").format(ident))
     config = pipeline_config(prefix, connector.topic(table), table, endpoints)
     path = write_config(tmp_path, config)
-    start_workers(config, tmp_path, workers)
+    start_workers(config, tmp_path, workers, records=40 + 20 + 1 + 2 * 2)
 
     for sink in SINKS:
         code, report = verify(path, sink)

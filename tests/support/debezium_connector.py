@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from psycopg import sql
 
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 JSON_CONVERTER = "org.apache.kafka.connect.json.JsonConverter"
@@ -223,6 +224,24 @@ def connector_config(
     }
     config.update(overrides or {})
     return config
+
+
+# Debezium's signal table (signal.data.collection): signals such as execute-snapshot are rows
+# inserted here; the connector must capture it too (table.include.list).
+SIGNAL_TABLE_COLUMNS = "id varchar(64) PRIMARY KEY, type varchar(32) NOT NULL, data varchar(2048)"
+
+
+def signal_table(source: SourceDb, table: str) -> dict[str, str]:
+    """Create the signal table ``table`` ("schema.table") in the source if missing; the
+    connector settings (``overrides``) that make the connector read signals from it. Pass the
+    table in the connector's ``tables`` too."""
+    schema, _, name = table.rpartition(".")
+    with source.connect() as conn:
+        statement = sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+            sql.Identifier(schema or "public", name), sql.SQL(SIGNAL_TABLE_COLUMNS)
+        )
+        conn.execute(statement)
+    return {"signal.data.collection": table, "signal.enabled.channels": "source"}
 
 
 def _pg_name(prefix: str) -> str:

@@ -55,36 +55,73 @@ def captured_tables(settings: Settings) -> list[str]:
     return tables_of_topics(offsets.topics(settings.kafka.subscription()))
 
 
+class Verification:
+    """One verify against the source, kept open so ``repair`` can compare its keys again:
+    ``run()`` the first pass and the re-check after catch-up, ``recheck()`` once more later."""
+
+    def __init__(self, settings: Settings, request: VerifyRequest) -> None:
+        self.settings, self.request = settings, request
+        routing = settings.sinks.get(request.sink).routing
+        names = choose_tables(captured_tables(settings), request.tables, routing)
+        self.conn = src.connect(source_settings(settings))
+        self.reader: TargetReader | None = None
+        try:
+            self.position = src.current_lsn(self.conn)
+            self.plans = [
+                TablePlan.of(src.describe(self.conn, name), _route(routing, name)) for name in names
+            ]
+            self.reader = open_reader(settings, request.sink)
+            self.comparisons = [
+                TableComparison(
+                    SourceLeft(self.conn, plan.source),
+                    self.reader,
+                    plan,
+                    request.page_size,
+                    request.max_keys,
+                )
+                for plan in self.plans
+            ]
+        except BaseException:
+            self.close()
+            raise
+        self.report = VerifyReport(
+            request.sink, {p.source.qualified: p.source.key for p in self.plans}, self.position
+        )
+
+    def run(self, progress: TextIO | None = None) -> VerifyReport:
+        self.report.tables = [_compare(c, progress) for c in self.comparisons]
+        if not self.report.equal:
+            self.report.settled = wait_caught_up(
+                self.settings, self.request.sink, self.request.settle_timeout_s
+            )
+            self.recheck()
+        return self.report
+
+    def recheck(self) -> VerifyReport:
+        """The differing keys compared again (the rest is left as it was found)."""
+        self.report.tables = [
+            c.recheck(r) if not r.equal else r
+            for c, r in zip(self.comparisons, self.report.tables, strict=True)
+        ]
+        return self.report
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+        self.conn.close()
+
+    def __enter__(self) -> Verification:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 def verify(
     settings: Settings, request: VerifyRequest, progress: TextIO | None = None
 ) -> VerifyReport:
-    routing = settings.sinks.get(request.sink).routing
-    names = choose_tables(captured_tables(settings), request.tables, routing)
-    with src.connect(source_settings(settings)) as conn:
-        position = src.current_lsn(conn)
-        plans = [TablePlan.of(src.describe(conn, name), _route(routing, name)) for name in names]
-        reader = open_reader(settings, request.sink)
-        try:
-            comparisons = [
-                TableComparison(
-                    SourceLeft(conn, plan.source), reader, plan, request.page_size, request.max_keys
-                )
-                for plan in plans
-            ]
-            results = [_compare(c, progress) for c in comparisons]
-            report = VerifyReport(
-                request.sink, {p.source.qualified: p.source.key for p in plans}, position
-            )
-            if any(not r.equal for r in results):
-                report.settled = wait_caught_up(settings, request.sink, request.settle_timeout_s)
-                results = [
-                    c.recheck(r) if not r.equal else r
-                    for c, r in zip(comparisons, results, strict=True)
-                ]
-            report.tables = results
-            return report
-        finally:
-            reader.close()
+    with Verification(settings, request) as verification:
+        return verification.run(progress)
 
 
 def _route(routing: RoutingSettings, name: str) -> Route:
