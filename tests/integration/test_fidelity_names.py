@@ -6,7 +6,8 @@ for Elasticsearch.
   both backends: embedded chDB and a server over HTTP.
 * Two source tables captured by the real connector that route to one target stop every sink
   with a configuration error naming both (exit code 2), and nothing of the second is merged in;
-  ``routing.allow_merge`` makes the merge deliberate.
+  ``routing.allow_merge`` makes the merge deliberate; ``{schema}.{table}`` keeps them apart (in
+  ClickHouse, as two dotted table names).
 * A table named in mixed case with spaces gets a valid Elasticsearch index by the derivation
   rule (PostgreSQL and ClickHouse keep its name), with every row; two tables deriving one index
   name stop the Elasticsearch sink naming both.
@@ -210,6 +211,18 @@ def test_two_source_tables_on_one_target_stop_every_sink_naming_both(
     wait_caught_up(f"{targets.prefix}-merged-postgres", topics, timeout_s=120)
     rows = targets.read("postgres", table, ["id", "origin"], ("id",))
     assert sorted(rows) == [(i,) for i in [*range(1, 21), *range(101, 121)]]
+
+    # Or kept apart by schema: ClickHouse targets "public.<t>" and "<archive>.<t>", each one
+    # table with a dot in its name, every statement quoting it the same way.
+    apart = config_for(targets, topics, endpoints)
+    apart["kafka"]["group_prefix"] = targets.prefix + "-apart"
+    apart["sinks"] = {"clickhouse": apart["sinks"]["clickhouse"]}
+    apart["sinks"]["clickhouse"]["routing"] = {"target_format": "{schema}.{table}"}
+    workers.append(WorkerProcess("clickhouse", apart, tmp_path).start())
+    wait_caught_up(f"{targets.prefix}-apart-clickhouse", topics, timeout_s=120)
+    for schema, ids in (("public", range(1, 21)), (archive, range(101, 121))):
+        stored = targets.read("clickhouse", f"{schema}.{table}", ["id", "origin"], ("id",))
+        assert stored == {(i,): {"id": i, "origin": f"{schema}.{table}"} for i in ids}
 
 
 def test_a_table_name_elasticsearch_refuses_derives_a_valid_index_with_every_row(
