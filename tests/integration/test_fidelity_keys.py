@@ -110,7 +110,7 @@ def test_delete_then_reinsert_brings_back_no_old_column(
     workers: list[Any],
 ) -> None:
     capture(table, debezium)
-    # First all in Kafka before the workers start: one batch collapses each key's events.
+    # First all in Kafka before the workers start: a batch holds several events of a key.
     for ident in (1, 2):
         table.run("INSERT INTO {t} VALUES (%s, 1, 'first', 'old note')", ident)
     table.run("DELETE FROM {t} WHERE id = 1")
