@@ -446,6 +446,17 @@ class KafkaSettings(_Section):
                 "kafka.schema_registry.url is required when kafka.value_format (or key_format)"
                 " is avro"
             )
+        registry = self.schema_registry
+        # A look-up blocks the poll loop: it must end before the group (and liveness) gives up.
+        if (
+            avro
+            and registry.unavailable_after_s + registry.timeout_s
+            >= self.max_poll_interval_ms / 1000
+        ):
+            raise ValueError(
+                "kafka.schema_registry.unavailable_after_s + timeout_s must stay below"
+                " kafka.max_poll_interval_ms (the consumer would leave its group while waiting)"
+            )
         return self
 
     @model_validator(mode="after")

@@ -64,13 +64,13 @@ _LOGICAL_NAMES = {
 _READ_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError)
 
 
-def split_frame(raw: bytes) -> tuple[int, memoryview]:
-    """``(schema id, Avro body)`` of a Confluent wire-format message."""
+def split_frame(raw: bytes, what: str = "value") -> tuple[int, memoryview]:
+    """``(schema id, Avro body)`` of a Confluent wire-format message (``what``: key or value)."""
     if len(raw) < _HEADER or raw[0] != MAGIC:
         first = f"byte 0x{raw[0]:02x}" if raw else "no bytes"
         raise DecodeError(
-            f"not Confluent Avro: starts with {first}, not magic byte 0x00 and a 4-byte schema id"
-            f" ({len(raw)} bytes; kafka.value_format is avro)"
+            f"{what} is not Confluent Avro: starts with {first}, not magic byte 0x00 and a"
+            f" 4-byte schema id ({len(raw)} bytes; kafka.{what}_format is avro)"
         )
     return int.from_bytes(raw[1:_HEADER], "big"), memoryview(raw)[_HEADER:]
 
@@ -93,7 +93,7 @@ class AvroPlanCache(Generic[P]):
         self._shapes: dict[int, tuple[_Shape, P]] = {}
 
     def parse(self, raw: bytes) -> tuple[P, Any]:
-        schema_id, body = split_frame(raw)
+        schema_id, body = split_frame(raw, self._what)
         found = self._shapes.get(schema_id)
         if found is None:
             found = self._shapes[schema_id] = self._learn(schema_id)

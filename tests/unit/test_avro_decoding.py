@@ -6,6 +6,7 @@ tests check decoding; the real registry and connector are in tests/integration/t
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -292,3 +293,19 @@ def test_each_schema_id_is_fetched_once() -> None:
         payload = {"before": None, "after": ROW, "source": SOURCE_VALUE, "op": "u", "ts_ms": 1}
         decoder.decode(origin(key, frame(4, value_avro, avro_datum(ENVELOPE, payload)), offset))
     assert fetched == [1, 4]
+
+
+def test_unchanged_toasted_values_leave_the_row_as_under_json() -> None:
+    """Debezium's placeholder: the text in a text column, its bytes in a bytea column."""
+    placeholder = "__debezium_unavailable_value"
+    row = {**ROW, "doc": placeholder, "blob": base64.b64encode(placeholder.encode()).decode()}
+    payload = {"before": None, "after": row, "source": SOURCE_VALUE, "op": "u", "ts_ms": 1}
+    value_avro = avro_schema(ENVELOPE)
+    avro_value = frame(2, value_avro, avro_datum(ENVELOPE, payload))
+    key = json_message(KEY, {"id": 5})
+    decoder = Decoder(framing=lambda what, build: _mixed(what, build, {2: value_avro}))
+    from_avro = decoder.decode(origin(key, avro_value))
+    from_json = Decoder().decode(origin(key, json_message(ENVELOPE, payload)))
+    assert same_events(from_avro, from_json)
+    assert from_avro is not None and from_avro.row is not None
+    assert "doc" not in from_avro.row and "blob" not in from_avro.row

@@ -75,3 +75,9 @@ def test_a_5xx_is_retried_until_the_deadline() -> None:
         SchemaRegistry("http://registry.test", fetch, unavailable_after_s=30).schema(1) == "string"
     )
     assert calls == [1, 1]
+
+
+def test_a_registry_wait_longer_than_the_poll_interval_is_refused_at_start() -> None:
+    registry = {"url": "http://registry.test", "unavailable_after_s": 300}
+    with pytest.raises(ConfigError, match=r"unavailable_after_s \+ timeout_s must stay below"):
+        load_settings(kafka={"value_format": "avro", "schema_registry": registry})
