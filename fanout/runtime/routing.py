@@ -10,10 +10,12 @@ Rows of a table without a primary key (no message key) follow the table's keyles
 which cannot name a row, are skipped and counted).
 
 Two source tables on one target (``public.orders`` and ``archive.orders`` under the default
-``{table}``) would merge their rows without a word, and keys of one overwrite the other's. The
-second table seen is a ConfigError naming both (the worker stops, nothing of the batch is
-committed), unless the merge is configured: the target is in ``routing.allow_merge``, or each
-of the tables names it in ``routing.tables.<t>.target``.
+``{table}``) would merge their rows without a word, and keys of one overwrite the other's: a
+ConfigError naming both. Tables the settings name (``routing.tables`` keys, ``include``
+entries without wildcards) are checked when the router is made, so the worker does not start;
+others when the second is seen (the worker stops, nothing of the batch is committed). Unless
+the merge is configured: the target is in ``routing.allow_merge``, or each of the tables names
+it in ``routing.tables.<t>.target``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ class Router:
         self._routes: dict[str, _Route | None] = {}
         self._keyless_logged: set[str] = set()
         self._sources: dict[str, str] = {}  # target -> the first source table routed to it
+        for table in self._named_tables():  # collisions the settings show fail at start
+            self._route_for(table)
 
     def route(self, event: ChangeEvent) -> ChangeEvent | None:
         route = self._route_for(event.table)
@@ -127,6 +131,10 @@ class Router:
                 extra={"sink": self._sink, "table": event.table},
             )
         return None
+
+    def _named_tables(self) -> list[str]:
+        exact = [t for t in self._settings.include if not any(c in t for c in "*?[")]
+        return sorted({*self._settings.tables, *exact})
 
     def _is_taken(self, table: str) -> bool:
         include = self._settings.include

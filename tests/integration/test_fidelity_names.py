@@ -161,6 +161,20 @@ def config_for(targets: StackSinks, topics: list[str], endpoints: Endpoints) -> 
     return config
 
 
+def test_two_tables_the_settings_name_on_one_target_keep_the_worker_from_starting(
+    targets: StackSinks, endpoints: Endpoints, tmp_path: Path, workers: list[Any]
+) -> None:
+    config = config_for(targets, [create_topic(unique("names-start"), partitions=1)], endpoints)
+    config["sinks"] = {"postgres": config["sinks"]["postgres"]}
+    config["sinks"]["postgres"]["routing"] = {"include": ["public.orders", "archive.orders"]}
+    worker = WorkerProcess("postgres", config, tmp_path).start()
+    workers.append(worker)
+    assert worker.wait(timeout_s=60) == 2, worker.log()[-3000:]
+    log = worker.log()
+    assert "archive.orders and public.orders both map to target 'orders'" in log, log[-3000:]
+    assert "worker started" not in log
+
+
 def test_two_source_tables_on_one_target_stop_every_sink_naming_both(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,

@@ -31,6 +31,14 @@ def test_two_source_tables_on_one_target_stop_with_both_named() -> None:
     assert router.route(event("public.orders")) is not None  # the first keeps its target
 
 
+def test_two_tables_the_settings_name_on_one_target_fail_at_start() -> None:
+    tables = {"archive.orders": TableRoute(drop=["note"])}
+    with pytest.raises(ConfigError, match=r"archive\.orders and public\.orders"):
+        Router(RoutingSettings(include=["public.orders", "archive.*"], tables=tables))
+    Router(RoutingSettings(include=["public.orders", "archive.*"]))  # a glob: at first sight
+    Router(RoutingSettings(tables=tables, exclude=["archive.*"], include=["public.orders"]))
+
+
 def test_a_merge_configured_on_purpose_is_taken() -> None:
     allowed = Router(RoutingSettings(allow_merge=["orders"]))
     assert allowed.route(event("public.orders")) is not None
@@ -45,10 +53,9 @@ def test_a_merge_configured_on_purpose_is_taken() -> None:
 
 def test_one_explicit_target_does_not_make_a_merge_on_purpose() -> None:
     tables = {"archive.orders": TableRoute(target="orders")}
-    router = Router(RoutingSettings(tables=tables))
-    assert router.route(event("public.orders")) is not None
-    with pytest.raises(ConfigError, match=r"archive\.orders"):
-        router.route(event("archive.orders"))
+    router = Router(RoutingSettings(tables=tables))  # archive.orders takes "orders" at start
+    with pytest.raises(ConfigError, match=r"archive\.orders and public\.orders"):
+        router.route(event("public.orders"))
 
 
 def test_excluded_tables_and_distinct_targets_never_collide() -> None:
