@@ -6,8 +6,9 @@ ends the worker quickly with one line naming the connection.
 
 What this proves: the sinks' ``ca_certs``/``ca_cert``, ``verify_certs``, username/password and
 API-key settings over real HTTPS, and how they fail. What it does not: a store's own security
-realm (the local Elasticsearch runs without security, the ClickHouse endpoint is chDB); see
-docs/DEVSTACK.md.
+realm (the local Elasticsearch runs without security, the ClickHouse endpoint is chDB). The
+slow tests at the end add Elasticsearch's own realm: a second, secured node (file-realm users,
+roles, TLS), where a missing index privilege is a real 403; see docs/DEVSTACK.md.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from tests.support.debezium import (
     produce_stream,
 )
 from tests.support.pipeline import WorkerProcess, create_topic, unique, wait_caught_up
+from tests.support.secured_es import SecuredNode, secured_elasticsearch
 from tests.support.tls_proxy import Credentials, TlsProxy, tls_proxy
 
 ES_USER, ES_PASSWORD = "fanout_es", "es-proxy-secret-1"
@@ -275,3 +277,91 @@ def test_untrusted_clickhouse_certificate_fails_fast_with_one_line(
     assert took < FAIL_FAST_S
     assert_one_clear_line(worker.log(), "ClickHouse", ch_proxy.url, "certificate verify failed")
     assert ch_proxy.forwarded == 0
+
+
+# -- a real Elasticsearch security realm (slow: a second node starts) --------------------------
+# TLS, basic auth and privileges as Elasticsearch itself checks them: file-realm users whose
+# roles come from roles.yml. API keys cannot be made on this distribution (tests/support/
+# secured_es.py says why); they are proven only through the proxy above.
+
+REALM_WRITER = ("fanout_writer", "realm-writer-secret-1")
+REALM_NO_INDEX = ("fanout_monitor", "realm-monitor-secret-1")
+REALM_ROLES = """
+fanout_writer:
+  cluster: [monitor]
+  indices:
+    - names: ["sechttp_*"]
+      privileges: [all]
+fanout_monitor_only:
+  cluster: [monitor]
+"""
+
+
+@pytest.fixture(scope="module")
+def realm(certs: Path) -> Iterator[SecuredNode]:
+    users = {
+        REALM_WRITER[0]: (REALM_WRITER[1], "fanout_writer"),
+        REALM_NO_INDEX[0]: (REALM_NO_INDEX[1], "fanout_monitor_only"),
+    }
+    with secured_elasticsearch(certs, users, REALM_ROLES) as node:
+        yield node
+
+
+def realm_settings(
+    node: SecuredNode, prefix: str, tmp_path: Path, user: tuple[str, str]
+) -> dict[str, Any]:
+    return {
+        "hosts": [node.url],
+        "ca_certs": str(node.ca),
+        "username": user[0],
+        "password_file": secret(tmp_path, "es-password", user[1]),
+        "index_prefix": f"{prefix}-",
+        "request_timeout_s": 10,
+    }
+
+
+@pytest.mark.slow
+def test_elasticsearch_sink_writes_through_a_real_security_realm(
+    realm: SecuredNode, prefix: str, tmp_path: Path, workers: list[Any]
+) -> None:
+    topic = create_topic(f"{prefix}.cdc", partitions=3)
+    messages = list(generate_stream(600, n_keys=60, seed=16))
+    produce_stream(topic, messages)
+    settings = realm_settings(realm, prefix, tmp_path, REALM_WRITER)
+    worker = started(
+        workers, "elasticsearch", worker_config(prefix, topic, "elasticsearch", settings), tmp_path
+    )
+    wait_caught_up(f"{prefix}-elasticsearch", [topic], timeout_s=120)
+    with realm.client() as admin:
+        assert searched_state(admin, prefix) == expected_docs(messages)
+    assert worker.alive, worker.log()[-3000:]
+    assert REALM_WRITER[1] not in worker.log()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("user", "needles"),
+    [
+        ((REALM_WRITER[0], WRONG), ("401", "security_exception")),  # a wrong password
+        (REALM_NO_INDEX, ("403", "security_exception", "unauthorized")),  # no index privilege
+    ],
+    ids=["wrong-password", "no-index-privilege"],
+)
+def test_a_real_realm_refusing_the_sink_stops_it_fast_with_one_line(
+    user: tuple[str, str],
+    needles: tuple[str, ...],
+    realm: SecuredNode,
+    prefix: str,
+    tmp_path: Path,
+    workers: list[Any],
+) -> None:
+    topic = create_topic(f"{prefix}.cdc", partitions=1)
+    settings = realm_settings(realm, prefix, tmp_path, user)
+    worker = started(
+        workers, "elasticsearch", worker_config(prefix, topic, "elasticsearch", settings), tmp_path
+    )
+    code, took = exits_soon(worker)
+    assert code == 2, worker.log()[-2000:]
+    assert took < FAIL_FAST_S
+    assert_one_clear_line(worker.log(), "elasticsearch", realm.url, *needles)
+    assert user[1] not in worker.log()
