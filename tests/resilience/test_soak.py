@@ -117,7 +117,7 @@ def test_bad_input_under_faults_every_sink_converges(
     proxies: dict[str, TcpProxy],
     endpoints: Endpoints,
     tmp_path: Path,
-    pg: psycopg.Connection[Any],
+    pg_conninfo: dict[str, Any],
     clickhouse: ClickHouseClient,
     es: Elasticsearch,
 ) -> None:
@@ -187,7 +187,11 @@ def test_bad_input_under_faults_every_sink_converges(
     broker.restart()
     recovered("broker restart", time.monotonic())
 
-    verdicts = [check_sink(run, sink, valid, bad, TABLES, (pg, clickhouse, es)) for sink in SINKS]
+    # A connection of its own for the checks: the test's would not outlive a PostgreSQL restart
+    # made by someone else on the shared stack meanwhile.
+    with psycopg.connect(**endpoints.pg, autocommit=True) as pg:
+        clients = (pg, clickhouse, es)
+        verdicts = [check_sink(run, sink, valid, bad, TABLES, clients) for sink in SINKS]
     exits = run.stop_all()
     figures = {
         "test": "soak",
