@@ -10,9 +10,11 @@ from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
 
+from fanout.errors import MappingError
 from fanout.ops.verify.exactjson import EXACT_SERIALIZERS
 from fanout.ops.verify.targets import TargetRow, TargetTable
 from fanout.settings import ElasticsearchSettings
+from sinks.elasticsearch.schema import index_name
 from sinks.elasticsearch.sink import client_options
 from sinks.elasticsearch.types import DELETED_FIELD, document_id
 
@@ -27,7 +29,10 @@ class ElasticsearchReader:
         self._es = Elasticsearch(**client_options(settings), serializers=EXACT_SERIALIZERS)
 
     def describe(self, target: str) -> TargetTable | None:
-        alias = self._prefix + target
+        try:  # the name the sink derives for a target Elasticsearch would refuse
+            alias = self._prefix + index_name(self._prefix, target)
+        except MappingError:
+            return None  # no index can hold it: the sink dead-letters its events
         try:
             mapping = self._es.indices.get_mapping(index=alias)
         except NotFoundError:
