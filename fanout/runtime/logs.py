@@ -31,6 +31,10 @@ _DRIVERS = (
     "urllib3.connectionpool",
     "clickhouse_connect",
 )
+# Loggers whose errors fanout handles and reports itself: clickhouse-connect logs every value
+# it cannot serialize at ERROR with a traceback (once per bisection step), while the sink
+# classifies it (data: the record goes to the DLQ, `record dead-lettered` logged once).
+_HANDLED_DRIVER_ERRORS = ("clickhouse_connect.driver.transform",)
 REPEAT_WINDOW_S = 60.0
 
 
@@ -116,6 +120,9 @@ def configure_logging(settings: LoggingSettings, secrets: Iterable[str] = ()) ->
     driver_level = logging.DEBUG if settings.level == "DEBUG" else logging.ERROR
     for noisy in _DRIVERS:
         logging.getLogger(noisy).setLevel(driver_level)
+    handled_level = logging.DEBUG if settings.level == "DEBUG" else logging.CRITICAL
+    for handled in _HANDLED_DRIVER_ERRORS:
+        logging.getLogger(handled).setLevel(handled_level)
     librdkafka = logging.getLogger(LIBRDKAFKA_LOGGER)
     librdkafka.setLevel(logging.DEBUG if settings.level == "DEBUG" else logging.WARNING)
     librdkafka.filters[:] = [RepeatFilter()]
