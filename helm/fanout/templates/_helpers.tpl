@@ -162,8 +162,9 @@ Not under /etc/fanout: nothing is mounted inside the ConfigMap's read-only volum
 
 {{/*
 Every secret the runtime reads from a file, as a JSON list of
-{section, setting, key, name, value, applies}: section "kafka" or a sink, setting its `…_file`
-key, key the Secret key from secrets.keys (empty: not used), name the key's default,
+{section, setting, key, name, value, applies}: section "kafka", "registry"
+(kafka.schema_registry) or a sink, setting its `…_file` key, key the Secret key from
+secrets.keys (empty: not used), name the key's default,
 value the chart-made Secret's value, applies whether the configuration uses it. With
 secrets.existingSecret a secret is read when its key is set and it applies; with the chart-made
 Secret, when its value is set.
@@ -317,7 +318,7 @@ paths of their files in the mounted Secret (`…_file`).
 
 {{- define "fanout.sink.config.postgres" -}}
 {{- $keys := list "host" "port" "user" "dbname" "schema" "sslmode" "sslrootcert" "sslcert" "sslkey"
-    "connectTimeoutS" "statementTimeoutS" "lockTimeoutS" "applicationName"
+    "connectTimeoutS" "statementTimeoutS" "lockTimeoutS" "applicationName" "widenColumns"
     "tombstoneRetentionHours" "tombstonePurgeIntervalMinutes" -}}
 {{- include "fanout.passThrough" (dict "values" . "keys" $keys) -}}
 {{- end -}}
@@ -331,7 +332,8 @@ paths of their files in the mounted Secret (`…_file`).
 {{- end -}}
 
 {{- define "fanout.sink.config.clickhouse" -}}
-{{- $keys := list "mode" "database" "sendReceiveTimeoutS" "lowCardinality" "deduplicationWindow" -}}
+{{- $keys := list "mode" "database" "sendReceiveTimeoutS" "lowCardinality" "deduplicationWindow"
+    "widenColumns" -}}
 {{- if ne .mode "embedded" -}}
 {{- $keys = concat $keys (list "host" "port" "username" "secure" "caCert" "verifyCerts" "connectTimeoutS") -}}
 {{- end -}}
