@@ -123,5 +123,5 @@ class NameClaims:
             raise ConfigError(
                 f"{self._sink}: source tables {owner_source} (target {owner_target!r}) and "
                 f"{source} (target {target!r}) both map to {name!r}; give one of them another "
-                "name with routing.tables.<table>.target (docs/ENVELOPES.md, Names)"
+                "name with routing.tables.<table>.target (docs/ENVELOPES.md, Target names)"
             )
