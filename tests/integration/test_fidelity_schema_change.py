@@ -112,13 +112,6 @@ def test_text_columns_widened_mid_stream_keep_every_value(
         no_dead_letters(targets)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13, open: the PostgreSQL and ClickHouse sinks never change a column's type. "
-    "After int -> bigint at the source, PostgreSQL dead-letters every event of the table "
-    "('source type int64 does not fit target column type integer'), ClickHouse those whose "
-    "value is beyond Int32; Elasticsearch follows.",
-)
 def test_an_integer_widened_to_bigint_mid_stream_keeps_every_value(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
