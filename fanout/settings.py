@@ -182,6 +182,9 @@ class PostgresSettings(TombstoneSinkSettings):
     statement_timeout_s: float = Field(60.0, ge=0)
     lock_timeout_s: float = Field(30.0, ge=0)
     application_name: str = "fanout"
+    # A column whose source type became safely wider (int -> bigint, …) is widened by the sink
+    # (ALTER COLUMN … TYPE; may rewrite the table). False: such events go to the DLQ.
+    widen_columns: bool = True
 
     @property
     def hung_after_s(self) -> float:
@@ -286,6 +289,9 @@ class ClickHouseSettings(SinkSettings):
     verify_certs: bool = True
     # Inserts remembered per table for insert_deduplication_token (non-replicated MergeTree).
     deduplication_window: int = Field(1000, ge=0)
+    # A column whose source type became safely wider (Int32 -> Int64, …) is widened by the sink
+    # (MODIFY COLUMN, then the _current view is re-created). False: the type stays as it is.
+    widen_columns: bool = True
 
     @property
     def hung_after_s(self) -> float:

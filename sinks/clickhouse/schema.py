@@ -5,21 +5,31 @@ primary key, with a ``<target>_current`` view holding the current rows. Truncati
 remembered as watermarks in ``_fanout_truncations``: rows older than a table's watermark are
 not current, whatever order batches arrive in. What is known about a table is cached and
 re-read after every DDL statement, so a column added by another writer is picked up too.
+
+A column whose declared type at the source became wider (``sinks.base.widening``: Int32 ->
+Int64, Float32 -> Float64, a wider Decimal) is changed with ``MODIFY COLUMN`` when the sink's
+``widen_columns`` allows it; key (sorting key) columns cannot change type and are left alone.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from fanout.errors import MappingError
+from fanout.events import ChangeEvent, Column
+from sinks.base.widening import declared_width, widens
 from sinks.clickhouse.backends import Backend
 from sinks.clickhouse.types import (
     TableColumn,
     quote_identifier,
     quote_string,
     table_column_from_catalog,
+    widened_type,
 )
+
+log = logging.getLogger(__name__)
 
 VERSION = "_fanout_version"
 DELETED = "_fanout_deleted"
@@ -128,6 +138,16 @@ class Catalog:
             self._backend.command(f"ALTER TABLE {quote_identifier(target)} {', '.join(clauses)}")
             self._after_ddl(target)
 
+    def widen_columns(self, target: str, types: dict[str, str]) -> None:
+        """Change each column to its wider type (existing values converted by ClickHouse)."""
+        clauses = [
+            f"MODIFY COLUMN {quote_identifier(name)} {type_}" for name, type_ in types.items()
+        ]
+        if clauses:
+            log.warning("widening columns of %r: %s", target, types)
+            self._backend.command(f"ALTER TABLE {quote_identifier(target)} {', '.join(clauses)}")
+            self._after_ddl(target)
+
     def _after_ddl(self, target: str) -> None:
         # A view stores its column list when created: re-create it after every change.
         self.forget(target)
@@ -170,6 +190,33 @@ class Catalog:
             f"WHERE {quote_identifier(DELETED)} = 0 AND {quote_identifier(VERSION)} < {{v:UInt64}}",
             {"v": version, "ts": source_ts_ms},
         )
+
+
+def widenings(schema: TableSchema, changes: Iterable[ChangeEvent]) -> dict[str, str]:
+    """Column -> wider ClickHouse type, for the non-key columns the changes' declared types
+    safely widen (the widest one declared wins); only one event per declared schema is read."""
+    chosen: dict[str, Column] = {}
+    seen: set[int] = set()
+    for event in changes:
+        if not event.columns or id(event.columns) in seen:
+            continue
+        seen.add(id(event.columns))
+        for column in event.columns:
+            existing = schema.columns.get(column.name)
+            if existing is None or column.name in schema.key:
+                continue
+            if widened_type(existing, column) is None:
+                continue
+            before = chosen.get(column.name)
+            if before is None or _wider(before, column):
+                chosen[column.name] = column
+    found = {name: widened_type(schema.columns[name], column) for name, column in chosen.items()}
+    return {name: type_ for name, type_ in found.items() if type_ is not None}
+
+
+def _wider(before: Column, column: Column) -> bool:
+    old, new = declared_width(before), declared_width(column)
+    return old is not None and new is not None and widens(old, new)
 
 
 def view_name(target: str) -> str:

@@ -31,7 +31,7 @@ from sinks.base.errors import Verdict
 from sinks.clickhouse.backends import Backend, open_backend
 from sinks.clickhouse.check import CheckedEvents, check_events
 from sinks.clickhouse.errors import classify, clickhouse_code
-from sinks.clickhouse.schema import Catalog, TableSchema
+from sinks.clickhouse.schema import Catalog, TableSchema, widenings
 from sinks.clickhouse.types import NAMES, low_cardinality_columns
 from sinks.clickhouse.write import (
     Carried,
@@ -149,6 +149,11 @@ class ClickHouseSink(BatchSink[bool, Table]):
         """Check the events against the table; create it or add columns when needed."""
         low_cardinality = low_cardinality_columns(self.settings.low_cardinality, target)
         schema = self.catalog.table(target)
+        if schema is not None and self.settings.widen_columns:
+            wider = widenings(schema, changes)
+            if wider:  # a source column's type grew: follow it before checking the events
+                self.catalog.widen_columns(target, wider)
+                schema = self.catalog.table(target)
         checked = check_events(changes, schema, low_cardinality)
         if not checked.valid or (schema is not None and not checked.new_columns):
             return schema, checked

@@ -30,6 +30,7 @@ from fanout.errors import MappingError
 from fanout.events import POSITION_COLUMN, Column, Json
 from sinks.base.jsontext import stdlib_dumps
 from sinks.base.names import NameRules
+from sinks.base.widening import Width, declared_width, widens
 
 RESERVED_PREFIX = "_fanout"
 COMMENT_PREFIX = "fanout:"
@@ -235,6 +236,37 @@ def mismatch(existing: TableColumn, column: Column, value: Any) -> str | None:
         if items is not None and items not in ACCEPTS[existing.item_kind]:
             return _type_change(existing, f"array of {items}")
     return None
+
+
+# ---- safe widening of an existing column (sinks.base.widening) ---------------------------
+
+_CH_WIDTHS = {
+    "Int16": Width("int", 16),
+    "Int32": Width("int", 32),
+    "Int64": Width("int", 64),
+    "Float32": Width("float", 32),
+    "Float64": Width("float", 64),
+}
+_WIDENED_KINDS = frozenset({"int", "float", "decimal"})  # never to String (decimal_text)
+
+
+def widened_type(existing: TableColumn, column: Column) -> str | None:
+    """The wider ClickHouse type ``existing`` changes to so the declared ``column`` fits
+    without loss (Nullable and LowCardinality kept); None when that is no safe widening."""
+    inner, _ = _unwrap(existing.ch_type)
+    bounds = decimal_bounds(existing.ch_type) if existing.kind == "decimal" else None
+    old = Width("decimal", *bounds) if bounds else _CH_WIDTHS.get(inner)
+    new = declared_width(column)
+    if old is None or new is None or not widens(old, new):
+        return None
+    try:
+        base, kind, _ = _base_type(column)
+    except MappingError:  # e.g. a decimal wider than ClickHouse's 76 digits
+        return None
+    if kind not in _WIDENED_KINDS:
+        return None
+    at = existing.ch_type.rfind(inner)
+    return existing.ch_type[:at] + base + existing.ch_type[at + len(inner) :]
 
 
 # ---- exact fit of numbers into Decimal(P, S) ----------------------------------------------

@@ -5,6 +5,10 @@ refreshed after every DDL statement the sink runs, or when :meth:`Catalog.reset`
 (reconnect, or the store reported a missing table or column). DDL always runs in its own short
 transaction, before the batch's data transaction, so a failed batch never rolls back a column
 the cache already believes in. ``CREATE … IF NOT EXISTS`` races between two workers are retried.
+
+A column whose declared type at the source became wider (``sinks.base.widening``: int ->
+bigint, real -> double precision, a larger numeric or varchar) is widened the same way
+(``ALTER COLUMN … TYPE``) when the sink's ``widen_columns`` setting allows it.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from fanout.events import ChangeEvent, Column
+from sinks.base.widening import declared_width, widens
 from sinks.postgres import sql as q
-from sinks.postgres.types import MAX_IDENTIFIER_BYTES, PgColumn
+from sinks.postgres.types import MAX_IDENTIFIER_BYTES, PgColumn, widened_type
 
 log = logging.getLogger("fanout.sinks.postgres")
 
@@ -127,6 +133,28 @@ class Catalog:
         run_ddl(conn, q.add_columns(self.schema, name, columns))
         return self.refresh(conn, name)
 
+    def widen_columns(
+        self, conn: psycopg.Connection, name: str, columns: Sequence[tuple[str, sql.Composable]]
+    ) -> TableInfo | None:
+        """Change the columns to their wider types, in one short transaction of its own.
+
+        The lock wait is bounded by the session's lock_timeout (a busy table: TRANSIENT, the
+        batch is retried); the rewrite itself (int -> bigint rewrites the table under an
+        ACCESS EXCLUSIVE lock) is not cut by statement_timeout, which would only restart it.
+        """
+        described = [(c, t.as_string(conn)) for c, t in columns]
+        log.warning("widening columns of %s.%s: %s", self.schema, name, described)
+        for attempt in (1, 2, 3):
+            try:
+                with conn.transaction():
+                    conn.execute(q.NO_STATEMENT_TIMEOUT)
+                    conn.execute(q.alter_column_types(self.schema, name, columns))
+                break
+            except psycopg.errors.DeadlockDetected:  # another worker widening the same table
+                if attempt == 3:
+                    raise
+        return self.refresh(conn, name)
+
     def refresh(self, conn: psycopg.Connection, name: str) -> TableInfo | None:
         self._tables.pop(name, None)
         return self.table(conn, name)
@@ -183,6 +211,31 @@ class Catalog:
             }
             keys = tuple(tuple(row[0]) for row in cur.execute(q.LIST_UNIQUE_KEYS, (oid,)))
         return TableInfo(schema=self.schema, name=name, columns=columns, unique_keys=keys)
+
+
+def widenings(info: TableInfo, events: Iterable[ChangeEvent]) -> list[tuple[str, sql.Composable]]:
+    """The columns of ``info`` that the events' declared types safely widen, each with the
+    widest type some event declares (events without a schema never widen anything)."""
+    chosen: dict[str, Column] = {}
+    for event in events:
+        for column in event.columns:
+            target = info.columns.get(column.name)
+            if target is None or widened_type(column, target) is None:
+                continue
+            before = chosen.get(column.name)
+            if before is None or _wider(before, column):
+                chosen[column.name] = column
+    found = []
+    for name, column in chosen.items():
+        type_ = widened_type(column, info.columns[name])
+        if type_ is not None:
+            found.append((name, type_))
+    return found
+
+
+def _wider(before: Column, column: Column) -> bool:
+    old, new = declared_width(before), declared_width(column)
+    return old is not None and new is not None and widens(old, new)
 
 
 def run_ddl(conn: psycopg.Connection, statement: sql.Composed, attempts: int = 3) -> None:

@@ -48,7 +48,7 @@ from sinks.postgres.check import (
     resolve,
 )
 from sinks.postgres.errors import RECONNECT, classify
-from sinks.postgres.schema import Catalog, TableInfo
+from sinks.postgres.schema import Catalog, TableInfo, widenings
 from sinks.postgres.types import (
     MAX_IDENTIFIER_BYTES,
     check_identifier,
@@ -134,7 +134,7 @@ class PostgresSink(BatchSink[Layout, Target]):
         info, key = self._table_and_key(conn, target, changes, failures)
         if info is None or not key:  # truncates only (the table may not even exist)
             return Prepared(Target(info, key), [None] * len(changes))
-        layouts = self._layouts(conn, info, key, changes, failures)
+        info, layouts = self._layouts(conn, info, key, changes, failures)
         return Prepared(Target(info, key), layouts, key)
 
     def apply(self, batches: list[TargetBatch[Layout, Target]], failures: Failures) -> None:
@@ -219,11 +219,16 @@ class PostgresSink(BatchSink[Layout, Target]):
         key: tuple[str, ...],
         events: list[ChangeEvent],
         failures: Failures,
-    ) -> list[Layout | None]:
-        """Each event's layout (None if it failed); unseen shapes are resolved, with DDL."""
+        *,
+        may_widen: bool = True,
+    ) -> tuple[TableInfo, list[Layout | None]]:
+        """Each event's layout (None if it failed) and the table they were laid out on;
+        unseen shapes are resolved, with DDL. A shape that widens a column's type changes
+        the table first, and then every event is laid out again on the table as it is."""
         known = self._resolutions_for(info, key)
         layouts: list[Layout | None] = []
         unseen: dict[Shape, list[int]] = {}
+        rejected: list[tuple[int, MappingError]] = []
         shape_of = self._shapes.of
         for i, event in enumerate(events):
             shape = shape_of(event)
@@ -231,8 +236,14 @@ class PostgresSink(BatchSink[Layout, Target]):
             if resolution is None:
                 unseen.setdefault(shape, []).append(i)
             elif resolution.error is not None:
-                failures.reject(event, resolution.error)
+                rejected.append((i, resolution.error))
             layouts.append(None if resolution is None else resolution.layout)
+        if unseen and may_widen and self._settings.widen_columns:
+            widened = self._widen(conn, info, [events[indexes[0]] for indexes in unseen.values()])
+            if widened is not None:
+                return self._layouts(conn, widened, key, events, failures, may_widen=False)
+        for i, error in rejected:
+            failures.reject(events[i], error)
         if unseen:
             examples = {shape: events[indexes[0]] for shape, indexes in unseen.items()}
             resolved = self._resolve(conn, info, key, examples)
@@ -242,7 +253,16 @@ class PostgresSink(BatchSink[Layout, Target]):
                     if resolution.error is not None:
                         failures.reject(events[i], resolution.error)
                     layouts[i] = resolution.layout
-        return layouts
+        return info, layouts
+
+    def _widen(
+        self, conn: psycopg.Connection, info: TableInfo, examples: list[ChangeEvent]
+    ) -> TableInfo | None:
+        """The table after widening the columns ``examples`` declare wider; None if none."""
+        columns = widenings(info, examples)
+        if not columns:
+            return None
+        return self._catalog.widen_columns(conn, info.name, columns) or info
 
     def _resolve(
         self,

@@ -104,6 +104,23 @@ def add_columns(
     )
 
 
+def alter_column_types(
+    schema: str, table: str, columns: Sequence[tuple[str, sql.Composable]]
+) -> sql.Composed:
+    """``columns`` are (name, new type); ``USING`` is not needed for the widenings made here."""
+    alters = [
+        sql.SQL("ALTER COLUMN {} TYPE {}").format(sql.Identifier(name), type_)
+        for name, type_ in columns
+    ]
+    return sql.SQL("ALTER TABLE {} {}").format(
+        sql.Identifier(schema, table), sql.SQL(", ").join(alters)
+    )
+
+
+# A table rewrite (int -> bigint) may outlast statement_timeout; cutting it only starts it over.
+NO_STATEMENT_TIMEOUT = sql.SQL("SET LOCAL statement_timeout = 0")
+
+
 def create_tombstones(
     schema: str, tombstones: str, key: Sequence[tuple[str, sql.Composable]]
 ) -> sql.Composed:

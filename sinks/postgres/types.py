@@ -28,6 +28,7 @@ from psycopg.pq import Format
 
 from fanout.errors import MappingError
 from fanout.events import Column
+from sinks.base.widening import Width, declared_width, widens
 
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names
 
@@ -132,6 +133,47 @@ def fits(column: Column, target: PgColumn, *, inferred: bool) -> bool:
     if column.type == "array":
         return _array_fits(column, target, table)
     return not target.is_array and target.base in table.get(column.type, frozenset())
+
+
+# Existing column base type -> its width; numeric and varchar read their typmod from type_sql.
+_PG_WIDTHS = {
+    "int2": Width("int", 16),
+    "int4": Width("int", 32),
+    "int8": Width("int", 64),
+    "float4": Width("float", 32),
+    "float8": Width("float", 64),
+    "text": Width("string", None),
+}
+_TYPMOD = re.compile(r"\((\d+)(?:,(\d+))?\)$")
+MAX_VARCHAR_LENGTH = 10_485_760  # longer declared lengths (text: 2^31 - 1) become text
+
+
+def widened_type(column: Column, target: PgColumn) -> sql.Composable | None:
+    """The wider type to change ``target`` to so that the declared ``column`` fits without
+    loss (``sinks.base.widening``); None when that is no safe widening."""
+    if target.is_array or target.generated:
+        return None
+    old, new = _pg_width(target), declared_width(column)
+    if old is None or new is None or not widens(old, new):
+        return None
+    if new.family == "string":
+        if new.size is None or new.size > MAX_VARCHAR_LENGTH:
+            return sql.SQL("text")
+        return sql.SQL(f"varchar({int(new.size)})")
+    return pg_type_sql(column)
+
+
+def _pg_width(target: PgColumn) -> Width | None:
+    if target.base in _PG_WIDTHS:
+        return _PG_WIDTHS[target.base]
+    typmod = _TYPMOD.search(target.type_sql)
+    if target.base == "numeric":
+        if typmod is None:
+            return Width("decimal", None)
+        return Width("decimal", int(typmod[1]), int(typmod[2] or 0))
+    if target.base == "varchar":
+        return Width("string", int(typmod[1]) if typmod else None)
+    return None
 
 
 def describe(column: Column) -> str:

@@ -112,14 +112,6 @@ def test_text_columns_widened_mid_stream_keep_every_value(
         no_dead_letters(targets)
 
 
-# Not strict: column widening in the PostgreSQL and ClickHouse sinks is being built at the same
-# time (sinks/base/widening.py); once it has landed this passes and the mark goes.
-@pytest.mark.xfail(
-    strict=False,
-    reason="until sink-side widening lands: the PostgreSQL and ClickHouse sinks never change a "
-    "column's type; after int -> bigint at the source PostgreSQL dead-letters every event of "
-    "the table, ClickHouse those whose value is beyond Int32",
-)
 def test_an_integer_widened_to_bigint_mid_stream_keeps_every_value(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
