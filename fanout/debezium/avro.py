@@ -33,7 +33,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from fastavro import parse_schema, schemaless_reader
 
 from fanout.debezium.framing import PlanCache
-from fanout.debezium.registry import SchemaRegistry
+from fanout.debezium.registry import SchemaRegistry, Watch
 from fanout.errors import DecodeError
 from fanout.settings import KafkaSettings
 
@@ -261,12 +261,16 @@ class Framing(Protocol):
     def __call__(self, what: str, build: Callable[[Any], P]) -> Parser[P]: ...
 
 
-def framing_for(kafka: KafkaSettings) -> Framing:
-    """The framing ``kafka.value_format`` / ``key_format`` choose; one registry client for both."""
+def framing_for(kafka: KafkaSettings, on_registry: Watch | None = None) -> Framing:
+    """The framing ``kafka.value_format`` / ``key_format`` choose; one registry client for both
+    (``on_registry`` hears while the registry is unavailable, see ``registry.SchemaRegistry``)."""
     key_format = kafka.key_format or kafka.value_format
     if "avro" not in (key_format, kafka.value_format):
         return PlanCache
-    registry = SchemaRegistry.connect(kafka.schema_registry)
+    if on_registry is None:
+        registry = SchemaRegistry.connect(kafka.schema_registry)
+    else:
+        registry = SchemaRegistry.connect(kafka.schema_registry, on_registry)
 
     def framing(what: str, build: Callable[[Any], P]) -> Parser[P]:
         form = key_format if what == "key" else kafka.value_format

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from fanout.debezium.avro import Framing, framing_for
 from fanout.debezium.framing import PlanCache
+from fanout.debezium.registry import Watch
 from fanout.debezium.types import EMPTY_PLAN, RowPlan, plan_row
 from fanout.debezium.unavailable import DEFAULT as DEFAULT_PLACEHOLDER
 from fanout.debezium.unavailable import Placeholder
@@ -224,15 +225,15 @@ class Decoder:
         self._keys = framing("key", _key_plan)
 
     @classmethod
-    def from_settings(cls, kafka: KafkaSettings) -> Decoder:
+    def from_settings(cls, kafka: KafkaSettings, on_registry: Watch | None = None) -> Decoder:
         """The decoder the ``kafka`` settings describe (version sources, tombstones, forms,
-        placeholders)."""
+        placeholders); ``on_registry`` hears while an Avro schema registry is unavailable."""
         return cls(
             kafka.version_source,
             kafka.tombstones,
             kafka.flattened_topics,
             kafka.unavailable_value_placeholders,
-            framing_for(kafka),
+            framing_for(kafka, on_registry),
         )
 
     def decode(self, origin: Origin) -> ChangeEvent | None:

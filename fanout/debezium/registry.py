@@ -12,7 +12,9 @@ Errors, in the classes of ``fanout.errors``:
   DLQ with the reason, the rest are written;
 - the registry cannot be reached, times out or answers 5xx -> retried with backoff for
   ``unavailable_after_s``, then ConfigError naming the URL (nothing is dead-lettered because
-  the registry is down, and nothing waits forever without the operator being told).
+  the registry is down, and nothing waits forever without the operator being told). While it
+  retries, ``on_unavailable`` hears why (the worker's ``/readyz`` says so), and ``None`` once
+  the registry answers again or the retries end.
 """
 
 from __future__ import annotations
@@ -34,19 +36,33 @@ _FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 10.0
 
 Fetch = Callable[[int], str]  # schema id -> the schema's JSON text; raises what the client does
+Watch = Callable[[str | None], None]  # why the registry is unavailable; None when it answers
+
+
+def _unwatched(_reason: str | None) -> None:
+    """No one to tell (a decoder outside a worker: ``fanout dlq show``, tests)."""
 
 
 class SchemaRegistry:
     """Avro writer schemas by id, parsed once; ``fetch`` is the only I/O."""
 
-    def __init__(self, url: str, fetch: Fetch, unavailable_after_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        fetch: Fetch,
+        unavailable_after_s: float = 60.0,
+        on_unavailable: Watch = _unwatched,
+    ) -> None:
         self.url = url
         self._fetch = fetch
         self._unavailable_after_s = unavailable_after_s
+        self._on_unavailable = on_unavailable
         self._schemas: dict[int, Any] = {}
 
     @classmethod
-    def connect(cls, settings: SchemaRegistrySettings) -> SchemaRegistry:
+    def connect(
+        cls, settings: SchemaRegistrySettings, on_unavailable: Watch = _unwatched
+    ) -> SchemaRegistry:
         """A registry client for ``kafka.schema_registry`` settings (url, auth, CA, timeouts)."""
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -61,7 +77,7 @@ class SchemaRegistry:
                 )
             return str(schema.schema_str)
 
-        return cls(str(settings.url), fetch, settings.unavailable_after_s)
+        return cls(str(settings.url), fetch, settings.unavailable_after_s, on_unavailable)
 
     def schema(self, schema_id: int) -> Any:
         """The parsed writer schema (JSON: a dict, list or name) registered under ``schema_id``."""
@@ -80,19 +96,26 @@ class SchemaRegistry:
     def _fetch_with_retries(self, schema_id: int) -> str:
         deadline = time.monotonic() + self._unavailable_after_s
         backoff = _FIRST_BACKOFF_S
-        while True:
-            try:
-                return self._fetch_classified(schema_id)
-            except RetryableError as exc:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ConfigError(
-                        f"schema registry {self.url} unavailable for"
-                        f" {self._unavailable_after_s:g} s (kafka.schema_registry.url): {exc}"
-                    ) from exc
-                log.warning("schema registry unavailable, retrying: %s", exc)
-                time.sleep(min(backoff, remaining))  # nothing to decode until it answers
-                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        told = False
+        try:
+            while True:
+                try:
+                    return self._fetch_classified(schema_id)
+                except RetryableError as exc:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ConfigError(
+                            f"schema registry {self.url} unavailable for"
+                            f" {self._unavailable_after_s:g} s (kafka.schema_registry.url): {exc}"
+                        ) from exc
+                    log.warning("schema registry unavailable, retrying: %s", exc)
+                    self._on_unavailable(f"schema registry {self.url} unavailable: {exc}")
+                    told = True
+                    time.sleep(min(backoff, remaining))  # nothing to decode until it answers
+                    backoff = min(backoff * 2, _MAX_BACKOFF_S)
+        finally:
+            if told:
+                self._on_unavailable(None)
 
     def _fetch_classified(self, schema_id: int) -> str:
         from confluent_kafka.schema_registry.error import SchemaRegistryError

@@ -7,10 +7,11 @@
 - ready (``/readyz``): records are moving or there is nothing to move. Every worker has its
   sink open, has joined its group (an assignment, even an empty one, arrived), its sink
   accepts writes, no call to the store has gone unanswered longer than the store's timeout,
-  and no configuration error stopped it.
+  the Avro schema registry (if any) answers, and no configuration error stopped it.
 
 Both answer 200 or 503 with the same JSON body: per sink, the state and, when not ready, a
-``reason`` in words (``"configuration error: …"``, ``"sink down: …"``, …).
+``reason`` in words (``"configuration error: …"``, ``"sink down: …"``,
+``"schema registry <url> unavailable: …"``, …).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class WorkerStatus:
     # When the call to the store in progress (open or write) started; None between calls.
     call_started: float | None = None
     hung_after_s: float = 60.0  # the store's own timeout: a call unanswered longer hangs
+    # Why the schema registry is being retried (the loop waits on it); None while it answers.
+    registry_error: str | None = None
 
     def turned(self) -> None:
         self.last_turn = time.monotonic()
@@ -57,6 +60,8 @@ class WorkerStatus:
         """Why records are not moving, in words; None if the worker is ready."""
         if self.config_error is not None:
             return f"configuration error: {self.config_error}"
+        if self.registry_error is not None:
+            return self.registry_error
         hung = self.hung_for(now)
         if hung is not None:
             return (
@@ -120,6 +125,7 @@ class HealthRegistry:
                 "hung": worker.hung_for(now) is not None,
                 "config_error": worker.config_error,
                 "group_error": worker.group_error,
+                "registry_error": worker.registry_error,
                 "last_error": worker.last_error,
                 "reason": reason,
             }

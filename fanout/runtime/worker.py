@@ -159,7 +159,7 @@ class SinkWorker:
         self.status.hung_after_s = self._sink_settings.hung_after_s
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
-        self._decoder = Decoder.from_settings(settings.kafka)
+        self._decoder = Decoder.from_settings(settings.kafka, self._note_registry)
         self._router = self._options.router or Router(self._sink_settings.routing, sink_name)
         self._pending: _Batch | None = None  # polled, not handed to the sink yet
         self._in_flight: _InFlight | None = None
@@ -602,6 +602,10 @@ class SinkWorker:
         self.status.sink_up = False
         self.status.last_error = str(exc)[:500]
         metrics.SINK_UP.labels(self.sink_name).set(0)
+
+    def _note_registry(self, reason: str | None) -> None:
+        """The schema registry being retried (the loop blocks on it): ``/readyz`` says why."""
+        self.status.registry_error = reason
 
     def _note_up(self) -> None:
         if not self.status.sink_up:

@@ -8,7 +8,9 @@ postgres`` processes, the real PostgreSQL:
   worker lives;
 - CONFIGURATION: a registry that does not answer stops the worker once
   ``kafka.schema_registry.unavailable_after_s`` has passed, saying which URL, with nothing
-  dead-lettered or committed, and it exits 2.
+  dead-lettered or committed, and it exits 2;
+- while the worker retries a registry that went away, ``/readyz`` answers 503 naming it, and
+  200 again once the registry is back (the registry taken away behind a TCP proxy).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from __future__ import annotations
 import json
 import os
 import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -33,7 +38,9 @@ from tests.support.pipeline import (
     read_topic,
     unique,
     wait_caught_up,
+    wait_for,
 )
+from tests.support.tcp_proxy import TcpProxy
 
 REGISTRY = os.environ.get("DEVSTACK_REGISTRY_URL", "http://127.0.0.1:8081").rstrip("/")
 CCOMPAT = f"{REGISTRY}/apis/ccompat/v7"
@@ -106,14 +113,36 @@ def config(
     }
 
 
+def register(schema: Any) -> int:
+    """The id the local registry gives ``schema`` under a fresh subject."""
+    subject = unique("avroerr") + "-value"
+    return SchemaRegistryClient({"url": CCOMPAT}).register_schema(
+        subject, Schema(json.dumps(schema), "AVRO")
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    """``/readyz``'s status and body; (0, {}) while the worker does not listen yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return refused.code, json.loads(refused.read())
+    except OSError:
+        return 0, {}
+
+
 def test_undecodable_avro_goes_to_the_dlq_with_the_reason_and_the_rest_is_written(
     endpoints: Endpoints, pg: psycopg.Connection[Any], tmp_path: Path, workers: list[Any]
 ) -> None:
     schema = avro_schema(ENVELOPE)
-    subject = unique("avroerr") + "-value"
-    schema_id = SchemaRegistryClient({"url": CCOMPAT}).register_schema(
-        subject, Schema(json.dumps(schema), "AVRO")
-    )
+    schema_id = register(schema)
     good = frame(schema_id, schema, avro_datum(ENVELOPE, insert(1, 100)))
     poison = [
         (key(2), json.dumps(insert(2, 200)).encode()),  # JSON on an Avro topic
@@ -163,3 +192,39 @@ def test_a_registry_that_does_not_answer_stops_the_worker_naming_it_and_it_exits
     assert f"schema registry {url} unavailable for 2 s" in said[0]
     assert committed_offsets(f"{prefix}-postgres", [topic]) == {(topic, 0): -1001}  # none
     assert read_topic(f"{prefix}.dlq.postgres", timeout_s=2, expect=0) == []
+
+
+def test_readyz_names_the_registry_while_it_is_away_and_is_200_once_it_is_back(
+    endpoints: Endpoints, pg: psycopg.Connection[Any], tmp_path: Path, workers: list[Any]
+) -> None:
+    schema = avro_schema(ENVELOPE)
+    schema_id = register(schema)
+    upstream = urlsplit(REGISTRY)
+    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 80))  # not up: away
+    url = f"{proxy.url}/apis/ccompat/v7"
+    prefix = unique("avroaway")
+    topic = create_topic(f"{prefix}.public.items", partitions=1)
+    produce(topic, [(key(1), frame(schema_id, schema, avro_datum(ENVELOPE, insert(1, 100))))])
+    registry = {"url": url, "unavailable_after_s": 120, "timeout_s": 2}
+    settings = config(prefix, topic, endpoints, registry)
+    port = settings["metrics"]["port"] = free_port()
+    worker = WorkerProcess("postgres", settings, tmp_path)
+    workers.append(worker.start())
+    try:
+
+        def registry_named() -> str | None:
+            status, body = readyz(port)
+            reason = str(body.get("sinks", {}).get("postgres", {}).get("reason"))
+            return reason if status == 503 and "schema registry" in reason else None
+
+        reason = wait_for(registry_named, 60, "/readyz to name the registry")
+        assert reason.startswith(f"schema registry {url} unavailable: "), reason
+        assert worker.alive, worker.log()[-3000:]
+        proxy.up()
+        wait_for(lambda: readyz(port)[0] == 200, 60, "/readyz to answer 200 again")
+        wait_caught_up(f"{prefix}-postgres", [topic], timeout_s=60)
+        rows = pg.execute(sql.SQL("SELECT id FROM {}").format(sql.Identifier(prefix, "items")))
+        assert [row[0] for row in rows] == [1]
+    finally:
+        proxy.down()
+        pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prefix)))
