@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 import math
 import struct
 import uuid
@@ -35,7 +36,7 @@ from fanout.ops.verify.exactjson import loads_exact
 
 UTC = dt.UTC
 Canonical = Any  # None, bool, int, str, or a list/dict of those (JSON-ready, orjson-dumpable)
-JSON_NULL: Canonical = {"#": "null"}  # a JSON column holding JSON null, not SQL NULL
+JSON_NULL: Canonical = "null"  # a JSON column holding JSON null, not SQL NULL (None)
 
 
 class Kind:
@@ -74,21 +75,33 @@ def canonical(
 ) -> Canonical:
     """``value`` (as any side gives it) in the canonical form of ``kind``; ``parsed_json``: a
     JSON value comes already parsed (Elasticsearch's ``_source``), not as its text."""
-    if value is None:
-        return None
-    if is_array:
+    return converter(kind, is_array, parsed_json)(value)
+
+
+def converter(
+    kind: str, is_array: bool = False, parsed_json: bool = False
+) -> Callable[[Any], Canonical]:
+    """The function making values of one column canonical (chosen once per column)."""
+    if kind == "json" and parsed_json:
+        scalar: Callable[[Any], Canonical] = _json_parsed
+    else:
+        scalar = _CANONICAL.get(kind, _text)
+    if not is_array:
+        return lambda value: None if value is None else scalar(value)
+
+    def array(value: Any) -> Canonical:
+        if value is None:
+            return None
         if isinstance(value, str | bytes):  # an array kept as JSON text (ClickHouse String)
             try:
                 value = loads_exact(value)
             except ValueError:
                 return _text(value)
         if isinstance(value, list | tuple):
-            return [canonical(kind, item, parsed_json=parsed_json) for item in value]
+            return [None if item is None else scalar(item) for item in value]
         return _text(value)
-    if kind == "json" and parsed_json:
-        return _json_value(value)
-    convert: Callable[[Any], Canonical] = _CANONICAL.get(kind, _text)
-    return convert(value)
+
+    return array
 
 
 def _text(value: Any) -> str:
@@ -188,24 +201,55 @@ def _timestamp(value: Any) -> Canonical:
 
 
 def _json(value: Any) -> Canonical:
-    if isinstance(value, str | bytes):
-        try:
-            value = loads_exact(value)
-        except ValueError:
-            return _text(value)
-    return JSON_NULL if value is None else _json_value(value)
+    if not isinstance(value, str | bytes):
+        return _json_parsed(value)
+    # The sinks mostly hold the source's own JSON text: its form, just computed for the source
+    # row, is looked up instead of parsed again (bounded: cleared when full).
+    known = _JSON_FORMS.get(value)
+    if known is not None:
+        return known
+    try:
+        form = _json_parsed(loads_exact(value))
+    except ValueError:
+        return _text(value)
+    if len(_JSON_FORMS) >= _JSON_FORMS_MAX:
+        _JSON_FORMS.clear()
+    _JSON_FORMS[value] = form
+    return form
+
+
+_JSON_FORMS: dict[str | bytes, Canonical] = {}
+_JSON_FORMS_MAX = 16_384
+
+
+def _json_parsed(value: Any) -> Canonical:
+    """A parsed JSON value as one text: keys sorted, numbers by value (``Decimal``s and ints
+    written in one normal form), so ``{"b":1,"a":1.10}`` and ``{"a": 1.1, "b": 1}`` are one
+    text; a JSON ``null`` is the text ``null``, apart from SQL NULL (None)."""
+    try:
+        return orjson.dumps(value, default=_number, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):  # ints beyond 64 bits, lone surrogates
+        return json.dumps(_json_value(value), sort_keys=True, ensure_ascii=False)
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        normal = _numeric(value)
+        # NaN / Infinity (a JSON extension some producers write) stay apart from strings
+        return orjson.Fragment(normal if value.is_finite() else json.dumps(normal))
+    raise TypeError(type(value).__name__)
 
 
 def _json_value(value: Any) -> Canonical:
-    """A parsed JSON value with numbers by value and objects with sorted keys."""
+    """The slow path of :func:`_json_parsed`: every number as its normal text in a marker."""
     if isinstance(value, dict):
-        return {str(k): _json_value(value[k]) for k in sorted(value, key=str)}
+        return {str(k): _json_value(value[k]) for k in value}
     if isinstance(value, list | tuple):
         return [_json_value(item) for item in value]
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
     if isinstance(value, int | float | Decimal):
-        return {"#": _numeric(value)}  # a number, apart from a string of the same digits
+        return {"#": _numeric(value)}
     return _text(value)
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import psycopg
 
 from fanout.ops.verify import source as src
-from fanout.ops.verify.canonical import JSON_NULL, Canonical, canonical, row_digest
+from fanout.ops.verify.canonical import JSON_NULL, Canonical, converter, row_digest
 from fanout.ops.verify.plan import TablePlan
 from fanout.ops.verify.ranges import Entry, Key, narrow
 from fanout.ops.verify.targets import TargetReader, TargetRow, TargetTable
@@ -114,6 +114,7 @@ class TableComparison:
         self.target: TargetTable | None = reader.describe(plan.route.target)
         # source column -> what the left side holds for NULL (a reference sink without NULL)
         self.left_zeros = left_zeros or {}
+        self._prepare()
 
     def run(self, progress: Progress | None = None) -> TableResult:
         result = TableResult(self.plan.source.qualified, self.plan.route.target)
@@ -136,6 +137,7 @@ class TableComparison:
         """``result`` with its listed keys compared again; counts beyond them kept."""
         again = TableResult(result.table, result.target, result.source_rows, result.target_rows)
         self.target = self.reader.describe(self.plan.route.target)
+        self._prepare()
         natives = [d.native for d in result.listed]
         for start in range(0, len(natives), self.page_size):
             chunk = natives[start : start + self.page_size]
@@ -204,43 +206,73 @@ class TableComparison:
 
     # -- canonical forms -------------------------------------------------------------------
 
+    def _prepare(self) -> None:
+        """Each column's canonical-form function, chosen once (rows pay one call per value)."""
+        target, mapped = self.target, self.plan.mapped
+        parsed = target is not None and target.parsed_json
+        self._source_forms = [(m[0], _source_form(m[3], m[4], target, m[2])) for m in mapped]
+        self._target_forms = [
+            (m[2], _target_form(m[3], m[4], parsed, self.left_zeros.get(m[1], _UNSET)))
+            for m in mapped
+        ]
+        self._key_forms = [converter(m[3], m[4]) for m in mapped[: self.plan.key_count]]
+
     def _canonical_source(self, row: tuple[Any, ...]) -> list[Canonical]:
-        target = self.target
-        values = []
-        for index, _, name, kind, is_array in self.plan.mapped:
-            value = row[index]
-            if value is None and target is not None and name in target.zeros:
-                value = target.zeros[name]
-            form = canonical(kind, value, is_array)
-            if (
-                target is not None
-                and target.nonfinite_null
-                and kind in _NUMERIC_KINDS
-                and form in NONFINITE
-            ):
-                form = None
-            values.append(form)
-        return values
+        return [form(row[index]) for index, form in self._source_forms]
 
     def _canonical_target(self, row: TargetRow) -> list[Canonical]:
-        parsed = self.target is not None and self.target.parsed_json
-        values = []
-        for _, source_name, name, kind, is_array in self.plan.mapped:
-            value = row.get(name)
-            if value is None and source_name in self.left_zeros:
-                value = self.left_zeros[source_name]
-            if parsed and value is None and kind == "json" and name in row:
-                values.append(JSON_NULL)  # present and null: a JSON null (SQL NULL is left out)
-            else:
-                values.append(canonical(kind, value, is_array, parsed))
-        return values
+        return [form(row, name) for name, form in self._target_forms]
 
     def _canonical_key(self, row: tuple[Any, ...]) -> list[Canonical]:
-        return [canonical(m[3], row[m[0]], m[4]) for m in self.plan.mapped[: self.plan.key_count]]
+        return self._canonical_key_values(tuple(row[m[0]] for m in self.plan.mapped))
 
     def _canonical_key_values(self, native: tuple[Any, ...]) -> list[Canonical]:
-        mapped = self.plan.mapped[: self.plan.key_count]
-        return [canonical(m[3], value, m[4]) for m, value in zip(mapped, native, strict=True)]
+        return [form(value) for form, value in zip(self._key_forms, native, strict=False)]
+
+
+_UNSET: Any = object()
+
+
+def _source_form(
+    kind: str, is_array: bool, target: TargetTable | None, name: str
+) -> Callable[[Any], Canonical]:
+    """A source value's form, as the target would hold it: its zero where it has no NULL, no
+    NaN / infinity where it stores them as null."""
+    form = converter(kind, is_array)
+    if target is not None and name in target.zeros:
+        zero, plain = form(target.zeros[name]), form
+
+        def form(value: Any) -> Canonical:
+            return zero if value is None else plain(value)
+
+    if target is not None and target.nonfinite_null and kind in _NUMERIC_KINDS:
+        finite = form
+
+        def form(value: Any) -> Canonical:
+            result = finite(value)
+            return None if isinstance(result, str) and result in NONFINITE else result
+
+    return form
+
+
+def _target_form(
+    kind: str, is_array: bool, parsed: bool, left_zero: Any
+) -> Callable[[TargetRow, str], Canonical]:
+    """A target value's form: a JSON null where a parsed document holds the field as null (SQL
+    NULL is left out of it), the reference side's zero where it has no NULL (--across)."""
+    form = converter(kind, is_array, parsed)
+    zero = None if left_zero is _UNSET else form(left_zero)
+    json_null = parsed and kind == "json" and not is_array
+
+    def target_form(row: TargetRow, name: str) -> Canonical:
+        value = row.get(name)
+        if value is not None:
+            return form(value)
+        if json_null and name in row:
+            return JSON_NULL
+        return zero
+
+    return target_form
 
 
 def _hashable(values: Sequence[Canonical]) -> Key:

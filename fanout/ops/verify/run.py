@@ -61,9 +61,10 @@ class Verification:
 
     def __init__(self, settings: Settings, request: VerifyRequest) -> None:
         self.settings, self.request = settings, request
+        source = source_settings(settings)
         routing = settings.sinks.get(request.sink).routing
         names = choose_tables(captured_tables(settings), request.tables, routing)
-        self.conn = src.connect(source_settings(settings))
+        self.conn = src.connect(source)
         self.reader: TargetReader | None = None
         try:
             self.position = src.current_lsn(self.conn)
