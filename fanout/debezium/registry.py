@@ -9,7 +9,9 @@ Errors, in the classes of ``fanout.errors``:
 - the registry refuses the credentials (401/403) or is not a registry at that URL -> ConfigError
   (the worker stops consuming and says why);
 - the registry does not know the id (404, error 40403) -> DecodeError: that record goes to the
-  DLQ with the reason, the rest are written;
+  DLQ with the reason, the rest are written. The answer is remembered for ``MISSING_FOR_S``
+  (at most ``MISSING_MAX`` ids), so a run of records with a bogus id costs one request, not
+  one each; after that the id is asked again (a registry restored from a backup may have it);
 - the registry cannot be reached, times out or answers 5xx -> retried with backoff for
   ``unavailable_after_s``, then ConfigError naming the URL (nothing is dead-lettered because
   the registry is down, and nothing waits forever without the operator being told). While it
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +37,8 @@ _NOT_FOUND_CODES = frozenset({40403, 40401})  # schema not found, subject not fo
 _REFUSED_STATUSES = frozenset({401, 403})
 _FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 10.0
+MISSING_FOR_S = 30.0  # how long a 404'd id is answered from memory
+MISSING_MAX = 1024  # how many 404'd ids are remembered (the oldest is forgotten first)
 
 Fetch = Callable[[int], str]  # schema id -> the schema's JSON text; raises what the client does
 Watch = Callable[[str | None], None]  # why the registry is unavailable; None when it answers
@@ -52,12 +57,16 @@ class SchemaRegistry:
         fetch: Fetch,
         unavailable_after_s: float = 60.0,
         on_unavailable: Watch = _unwatched,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self._fetch = fetch
         self._unavailable_after_s = unavailable_after_s
         self._on_unavailable = on_unavailable
+        self._clock = clock
         self._schemas: dict[int, Any] = {}
+        # 404'd ids -> (answered from memory until, the reason), oldest first
+        self._missing: OrderedDict[int, tuple[float, str]] = OrderedDict()
 
     @classmethod
     def connect(
@@ -87,11 +96,22 @@ class SchemaRegistry:
         return found
 
     def _load(self, schema_id: int) -> Any:
+        missing = self._missing.get(schema_id)
+        if missing is not None:
+            until, reason = missing
+            if self._clock() < until:
+                raise DecodeError(reason)
+            del self._missing[schema_id]
         text = self._fetch_with_retries(schema_id)
         try:
             return json.loads(text)
         except ValueError as exc:
             raise DecodeError(f"schema id {schema_id} is not Avro schema JSON: {exc}") from exc
+
+    def _remember_missing(self, schema_id: int, reason: str) -> None:
+        self._missing[schema_id] = (self._clock() + MISSING_FOR_S, reason)
+        while len(self._missing) > MISSING_MAX:
+            self._missing.popitem(last=False)
 
     def _fetch_with_retries(self, schema_id: int) -> str:
         deadline = time.monotonic() + self._unavailable_after_s
@@ -123,6 +143,10 @@ class SchemaRegistry:
         try:
             return self._fetch(schema_id)
         except SchemaRegistryError as exc:
+            if _not_found(exc):
+                missing = f"schema id {schema_id} is not in the schema registry {self.url}"
+                self._remember_missing(schema_id, missing)
+                raise DecodeError(missing) from exc
             raise _classified(exc, schema_id, self.url) from exc
         except (DecodeError, ConfigError):
             raise
@@ -130,11 +154,15 @@ class SchemaRegistry:
             raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
 
 
+def _not_found(exc: Any) -> bool:
+    """The registry's answer that it has no such schema id."""
+    status, code = exc.http_status_code, exc.error_code
+    return code in _NOT_FOUND_CODES or (status == 404 and code in (None, -1, 404))
+
+
 def _classified(exc: Any, schema_id: int, url: str) -> Exception:
     """A registry's HTTP answer as one of fanout's error classes."""
-    status, code = exc.http_status_code, exc.error_code
-    if code in _NOT_FOUND_CODES or (status == 404 and code in (None, -1, 404)):
-        return DecodeError(f"schema id {schema_id} is not in the schema registry {url}")
+    status = exc.http_status_code
     if status in _REFUSED_STATUSES:
         return ConfigError(
             f"schema registry {url} refused the credentials (HTTP {status}): check"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from fanout.debezium.registry import SchemaRegistry, client_config
+from fanout.debezium.registry import MISSING_FOR_S, MISSING_MAX, SchemaRegistry, client_config
 from fanout.errors import ConfigError, DecodeError
 from fanout.settings import SchemaRegistrySettings, load_settings
 
@@ -81,3 +81,49 @@ def test_a_registry_wait_longer_than_the_poll_interval_is_refused_at_start() -> 
     registry = {"url": "http://registry.test", "unavailable_after_s": 300}
     with pytest.raises(ConfigError, match=r"unavailable_after_s \+ timeout_s must stay below"):
         load_settings(kafka={"value_format": "avro", "schema_registry": registry})
+
+
+class Unknown:
+    """A registry that has no schema at all, counting the requests it answers."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+
+    def __call__(self, schema_id: int) -> str:
+        self.requests.append(schema_id)
+        raise SchemaRegistryError(404, 40403, "Schema not found")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_of_records_with_an_unknown_schema_id_costs_one_request() -> None:
+    registry_has_none, clock = Unknown(), Clock()
+    registry = SchemaRegistry("http://registry.test", registry_has_none, clock=clock)
+    for _ in range(50):  # every record still goes to the DLQ with the reason
+        with pytest.raises(DecodeError, match="schema id 7 is not in the schema registry"):
+            registry.schema(7)
+    assert registry_has_none.requests == [7]
+
+    clock.now += MISSING_FOR_S  # remembered for a short while only: then asked again
+    with pytest.raises(DecodeError, match="schema id 7 is not in the schema registry"):
+        registry.schema(7)
+    assert registry_has_none.requests == [7, 7]
+
+
+def test_the_unknown_ids_remembered_are_bounded_oldest_forgotten_first() -> None:
+    registry_has_none = Unknown()
+    registry = SchemaRegistry("http://registry.test", registry_has_none, clock=Clock())
+    for schema_id in range(MISSING_MAX + 1):
+        with pytest.raises(DecodeError):
+            registry.schema(schema_id)
+    with pytest.raises(DecodeError):
+        registry.schema(MISSING_MAX)  # still remembered
+    with pytest.raises(DecodeError):
+        registry.schema(0)  # forgotten: asked again
+    assert registry_has_none.requests == [*range(MISSING_MAX + 1), 0]
