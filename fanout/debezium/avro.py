@@ -64,13 +64,16 @@ _LOGICAL_NAMES = {
 _READ_ERRORS = (EOFError, ValueError, TypeError, KeyError, IndexError, OverflowError)
 
 
-def split_frame(raw: bytes, what: str = "value") -> tuple[int, memoryview]:
-    """``(schema id, Avro body)`` of a Confluent wire-format message (``what``: key or value)."""
+def split_frame(
+    raw: bytes, what: str = "value", setting: str | None = None
+) -> tuple[int, memoryview]:
+    """``(schema id, Avro body)`` of a Confluent wire-format message (``what``: key or value;
+    ``setting``: the setting that made it Avro, in words, default ``kafka.<what>_format``)."""
     if len(raw) < _HEADER or raw[0] != MAGIC:
         first = f"byte 0x{raw[0]:02x}" if raw else "no bytes"
         raise DecodeError(
             f"{what} is not Confluent Avro: starts with {first}, not magic byte 0x00 and a"
-            f" 4-byte schema id ({len(raw)} bytes; kafka.{what}_format is avro)"
+            f" 4-byte schema id ({len(raw)} bytes; {setting or f'kafka.{what}_format is avro'})"
         )
     return int.from_bytes(raw[1:_HEADER], "big"), memoryview(raw)[_HEADER:]
 
@@ -86,14 +89,21 @@ class _Shape:
 class AvroPlanCache(Generic[P]):
     """``framing.PlanCache``'s counterpart for Avro: ``parse(raw) -> (plan, payload)``."""
 
-    def __init__(self, what: str, build: Callable[[Any], P], registry: SchemaRegistry) -> None:
+    def __init__(
+        self,
+        what: str,
+        build: Callable[[Any], P],
+        registry: SchemaRegistry,
+        setting: str | None = None,  # why this is Avro, for the errors (see split_frame)
+    ) -> None:
         self._what = what
         self._build_plan = build
         self._registry = registry
+        self._setting = setting
         self._shapes: dict[int, tuple[_Shape, P]] = {}
 
     def parse(self, raw: bytes) -> tuple[P, Any]:
-        schema_id, body = split_frame(raw, self._what)
+        schema_id, body = split_frame(raw, self._what, self._setting)
         found = self._shapes.get(schema_id)
         if found is None:
             found = self._shapes[schema_id] = self._learn(schema_id)
@@ -275,7 +285,14 @@ def framing_for(kafka: KafkaSettings, on_registry: Watch | None = None) -> Frami
     def framing(what: str, build: Callable[[Any], P]) -> Parser[P]:
         form = key_format if what == "key" else kafka.value_format
         if form == "avro":
-            return AvroPlanCache(what, build, registry)
+            return AvroPlanCache(what, build, registry, _setting(kafka, what))
         return PlanCache(what, build)
 
     return framing
+
+
+def _setting(kafka: KafkaSettings, what: str) -> str:
+    """The setting, as the user wrote it, that makes ``what`` (key or value) Avro."""
+    if what == "key" and kafka.key_format is None:
+        return "kafka.key_format is not set, so keys follow kafka.value_format: avro"
+    return f"kafka.{what}_format is avro"

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 
-from fanout.debezium.avro import AvroPlanCache, split_frame
+from fanout.debezium.avro import AvroPlanCache, framing_for, split_frame
 from fanout.debezium.envelope import Decoder
 from fanout.debezium.framing import PlanCache
 from fanout.debezium.registry import SchemaRegistry
 from fanout.errors import DecodeError
 from fanout.events import ChangeEvent, Op, Origin
+from fanout.settings import load_settings
 from tests.support.avro_connect import avro_datum, avro_schema, frame
 
 TOPIC = "p.public.t"
@@ -309,3 +310,23 @@ def test_unchanged_toasted_values_leave_the_row_as_under_json() -> None:
     assert same_events(from_avro, from_json)
     assert from_avro is not None and from_avro.row is not None
     assert "doc" not in from_avro.row and "blob" not in from_avro.row
+
+
+@pytest.mark.parametrize(
+    ("formats", "named"),
+    [
+        ({}, "kafka.key_format is not set, so keys follow kafka.value_format: avro"),
+        ({"key_format": "avro"}, "kafka.key_format is avro"),
+    ],
+)
+def test_a_key_that_is_not_avro_names_the_setting_the_user_wrote(
+    formats: dict[str, str], named: str
+) -> None:
+    kafka = load_settings(
+        kafka={"value_format": "avro", "schema_registry": {"url": "http://r.test"}, **formats}
+    ).kafka
+    decoder = Decoder(framing=framing_for(kafka))  # no request: the key fails before its id
+    with pytest.raises(DecodeError) as refused:
+        decoder.decode(origin(json_message(KEY, {"id": 5}), b"\x00\x00\x00\x00\x01"))
+    assert "key is not Confluent Avro: starts with byte 0x7b" in str(refused.value)
+    assert named in str(refused.value)
