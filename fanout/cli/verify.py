@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from fanout.cli.support import (
     EXIT_FAILURE,
@@ -19,6 +20,7 @@ from fanout.cli.support import (
     print_json,
 )
 from fanout.ops.verify.across import verify_across
+from fanout.ops.verify.metrics import push
 from fanout.ops.verify.run import VerifyRequest, verify
 from fanout.settings import SINK_NAMES, Settings
 
@@ -65,6 +67,12 @@ def add_verify(commands: Subparsers) -> None:
         help="seconds to wait for the sink to catch up before re-checking differences "
         "(default 120)",
     )
+    parser.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="also push the result as fanout_verify_* metrics to this Prometheus Pushgateway "
+        "(job fanout-verify, grouped by sink)",
+    )
     json_arg(parser)
     parser.set_defaults(command=guarded(_verify))
 
@@ -75,7 +83,10 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     request = VerifyRequest(
         args.sink, tuple(args.tables), args.page_size, args.max_keys, args.settle_timeout
     )
+    started = time.monotonic()
     report = verify(settings, request, sys.stderr)
+    if args.pushgateway:
+        push(args.pushgateway, report, time.monotonic() - started)
     if args.json:
         print_json(report.as_json())
     else:

@@ -166,3 +166,28 @@ def test_a_bad_source_section_fails_at_start_naming_the_key() -> None:
         load_settings(source={"signal_table": "no_schema"})
     with pytest.raises(ConfigError, match=r"source\.sslmode"):
         load_settings(source={"sslmode": "sometimes"})
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+def test_a_verify_result_becomes_metrics_per_table_and_kind() -> None:
+    from prometheus_client import generate_latest
+
+    from fanout.ops.verify.compare import TableResult
+    from fanout.ops.verify.metrics import registry_of
+    from fanout.ops.verify.report import VerifyReport
+
+    table = TableResult("public.t", "t", source_rows=10, target_rows=9)
+    table.counts["missing"] = 1
+    report = VerifyReport("postgres", {"public.t": ("id",)}, settled=True, tables=[table])
+    text = generate_latest(registry_of(report, 2.5, now_s=1000.0)).decode()
+    for line in (
+        "fanout_verify_equal 0.0",
+        'fanout_verify_rows{side="target",table="public.t"} 9.0',
+        'fanout_verify_differences{kind="missing",table="public.t"} 1.0',
+        'fanout_verify_differences{kind="extra",table="public.t"} 0.0',
+        "fanout_verify_duration_seconds 2.5",
+        "fanout_verify_last_run_timestamp_seconds 1000.0",
+    ):
+        assert line in text.splitlines(), text
