@@ -183,13 +183,14 @@ def _dlq_show(args: argparse.Namespace, settings: Settings) -> int:
     ledger = dlq_tools.read_ledger(settings.kafka, args.sink, offsets)
     row = Selected(
         entry,
-        dlq_tools.TableResolver(settings.kafka).table_of(entry),
+        dlq_tools.TableResolver(settings.kafka).table_if_known(entry),
         dlq_tools.is_replayed(entry, ledger),
     )
+    avro = dlq_tools.AvroView(settings.kafka)  # an Avro original shown decoded
     if args.json:
-        print_json(entry.detail(row.table, row.replayed))
+        print_json(entry.detail(row.table, row.replayed, avro))
     else:
-        print(dlq_tools.render_detail(row))
+        print(dlq_tools.render_detail(row, avro))
     return EXIT_OK
 
 

@@ -86,6 +86,21 @@ class _Shape:
         self.reader = parse_schema(_without_logical_types(writer))
 
 
+def read_datum(raw: bytes, registry: SchemaRegistry, what: str = "value") -> tuple[int, Any]:
+    """``(schema id, the datum as JsonConverter would carry it)`` of one Confluent-framed message,
+    for showing it (``fanout dlq show``); raises what ``AvroPlanCache.parse`` raises."""
+    schema_id, body = split_frame(raw, what)
+    writer = registry.schema(schema_id)  # ConfigError: the registry is unavailable or refuses
+    try:
+        shape = _Shape(writer)
+        datum = schemaless_reader(io.BytesIO(body), shape.reader, None)
+    except DecodeError:
+        raise
+    except Exception as exc:  # a malformed schema, a datum that does not fit it
+        raise DecodeError(f"{what} is not Avro of schema id {schema_id}: {exc!r}") from exc
+    return schema_id, shape.to_payload(datum)
+
+
 class AvroPlanCache(Generic[P]):
     """``framing.PlanCache``'s counterpart for Avro: ``parse(raw) -> (plan, payload)``."""
 

@@ -24,8 +24,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from fanout.debezium.avro import MAGIC, read_datum
 from fanout.debezium.envelope import Decoder
-from fanout.errors import DecodeError
+from fanout.debezium.registry import SchemaRegistry
+from fanout.errors import ConfigError, DecodeError
 from fanout.events import Origin
 from fanout.ops.offsets import TP, KafkaOffsets, iso_ms
 from fanout.runtime.dlq import ORIGINAL_KEY_BYTES, ORIGINAL_VALUE_BYTES, TRUNCATED
@@ -36,6 +38,9 @@ LEDGER_SUFFIX = ".replayed"
 MESSAGE_WIDTH = 60
 SHOWN_DEPTH = 32  # `dlq show` cuts JSON nested deeper (a record may nest thousands of levels)
 SHOWN_TEXT_CHARS = 4000  # of a text the JSON parser cannot take whole (shown as text)
+# These commands are interactive: a schema registry away is reported, not waited out for the
+# worker's kafka.schema_registry.unavailable_after_s.
+REGISTRY_WAIT_S = 3.0
 
 
 def ledger_topic(kafka: KafkaSettings, sink: str) -> str:
@@ -146,9 +151,11 @@ class DlqEntry:
             "truncated": self.truncated,
         }
 
-    def detail(self, table: str | None, replayed: bool) -> dict[str, Any]:
-        shown_key, key_note = _readable(self.key)
-        shown_value, value_note = _readable(self.value)
+    def detail(
+        self, table: str | None, replayed: bool, avro: AvroView | None = None
+    ) -> dict[str, Any]:
+        shown_key, key_note = _shown(self.key, "key", avro)
+        shown_value, value_note = _shown(self.value, "value", avro)
         detail = {
             **self.summary(table, replayed),
             "headers": {name: raw.decode("utf-8", "replace") for name, raw in self.headers},
@@ -171,6 +178,48 @@ def _truncation_note(entry: DlqEntry) -> str:
         f" {sizes['key_bytes']} bytes, the value {sizes['value_bytes']}); the whole record is"
         f" at {origin.topic}[{origin.partition}]@{origin.offset} while that topic keeps it"
     )
+
+
+def interactive(kafka: KafkaSettings) -> KafkaSettings:
+    """``kafka`` with the schema registry waited on for ``REGISTRY_WAIT_S`` at most."""
+    registry = kafka.schema_registry
+    wait = min(registry.unavailable_after_s, REGISTRY_WAIT_S)
+    short = registry.model_copy(update={"unavailable_after_s": wait})
+    return kafka.model_copy(update={"schema_registry": short})
+
+
+class AvroView:
+    """Confluent-framed Avro keys and values (``kafka.value_format`` / ``key_format`` avro)
+    decoded for reading with the writer schemas of the configured registry."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        forms = {"key": kafka.key_format or kafka.value_format, "value": kafka.value_format}
+        self._avro = {what for what, form in forms.items() if form == "avro"}
+        self._registry = (
+            SchemaRegistry.connect(interactive(kafka).schema_registry) if self._avro else None
+        )
+
+    def shown(self, raw: bytes | None, what: str) -> tuple[Any, str | None] | None:
+        """``(shown, note)`` of a framed Avro ``what`` (key or value); None for anything else."""
+        if self._registry is None or what not in self._avro or not raw or raw[0] != MAGIC:
+            return None
+        try:
+            schema_id, record = read_datum(raw, self._registry, what)
+        except (DecodeError, ConfigError) as exc:  # unknown id, a bad datum, the registry away
+            return repr(raw), f"{what} shown as raw bytes, not decoded: {exc}"
+        shown, cut = _cut_nesting(record, SHOWN_DEPTH)
+        note = (
+            f"{what} is Confluent Avro, shown decoded with schema id {schema_id} from the"
+            f" schema registry {self._registry.url}"
+        )
+        if cut:
+            note += f"; nested deeper than {SHOWN_DEPTH} levels: the deeper levels are cut"
+        return shown, note
+
+
+def _shown(raw: bytes | None, what: str, avro: AvroView | None) -> tuple[Any, str | None]:
+    decoded = avro.shown(raw, what) if avro is not None else None
+    return decoded if decoded is not None else _readable(raw)
 
 
 def _readable(raw: bytes | None) -> tuple[Any, str | None]:
@@ -337,14 +386,23 @@ class TableResolver:
     """The source table of an entry, from its original key and value."""
 
     def __init__(self, kafka: KafkaSettings) -> None:
-        self._decoder = Decoder.from_settings(kafka)
+        self._decoder = Decoder.from_settings(interactive(kafka))
 
     def table_of(self, entry: DlqEntry) -> str | None:
+        """None when the record does not decode; ConfigError if the schema registry is away
+        (``REGISTRY_WAIT_S``) or refuses: a ``--table`` filter could not be applied."""
         try:
             event = self._decoder.decode(entry.origin())
         except DecodeError:
             return None
         return None if event is None else event.table
+
+    def table_if_known(self, entry: DlqEntry) -> str | None:
+        """``table_of``, None also when the schema registry cannot tell (``dlq show``)."""
+        try:
+            return self.table_of(entry)
+        except ConfigError:
+            return None
 
 
 @dataclass(frozen=True)
@@ -438,8 +496,8 @@ def _cells(row: Selected) -> tuple[str, ...]:
     )
 
 
-def render_detail(row: Selected) -> str:
-    detail = row.entry.detail(row.table, row.replayed)
+def render_detail(row: Selected, avro: AvroView | None = None) -> str:
+    detail = row.entry.detail(row.table, row.replayed, avro)
     lines = [f"entry {detail['entry']} of the DLQ"]
     for name in ("failed_at", "stage", "error_class", "attempts", "table", "replayed"):
         lines.append(f"  {name}: {detail[name]}")

@@ -4,8 +4,9 @@ Real Kafka, the local Apicurio Registry (its Confluent-compatible API), ``fanout
 postgres`` processes, the real PostgreSQL:
 
 - DATA: a value that is not Confluent Avro, one whose schema id the registry does not have and
-  one cut short go to the DLQ (stage decode) with the reason; the good record is written and the
-  worker lives;
+  one cut short go to the DLQ (stage decode) with the reason, one PostgreSQL refuses (stage
+  write) too; the good record is written and the worker lives; ``fanout dlq show`` prints an
+  Avro entry decoded, or its raw bytes with a note when the id is unknown or the registry away;
 - CONFIGURATION: a registry that does not answer stops the worker once
   ``kafka.schema_registry.unavailable_after_s`` has passed, saying which URL, with nothing
   dead-lettered or committed, and it exits 2;
@@ -29,6 +30,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from psycopg import sql
 
 from tests.integration.conftest import Endpoints
+from tests.integration.ops_support import fanout, write_config
 from tests.support.avro_connect import avro_datum, avro_schema, frame
 from tests.support.pipeline import (
     WorkerProcess,
@@ -144,16 +146,20 @@ def test_undecodable_avro_goes_to_the_dlq_with_the_reason_and_the_rest_is_writte
     schema = avro_schema(ENVELOPE)
     schema_id = register(schema)
     good = frame(schema_id, schema, avro_datum(ENVELOPE, insert(1, 100)))
+    refused = insert(5, 500)
+    refused["after"]["name"] = "a\x00b"  # PostgreSQL text holds no NUL: refused at write
     poison = [
         (key(2), json.dumps(insert(2, 200)).encode()),  # JSON on an Avro topic
         (key(3), frame(2_000_000_000, schema, avro_datum(ENVELOPE, insert(3, 300)))),
         (key(4), good[:-3]),  # cut short
+        (key(5), frame(schema_id, schema, avro_datum(ENVELOPE, refused))),
     ]
     prefix = unique("avroerr")
     topic = create_topic(f"{prefix}.public.items", partitions=1)
     produce(topic, [(key(1), good), *poison])
     registry = {"url": CCOMPAT}
-    worker = WorkerProcess("postgres", config(prefix, topic, endpoints, registry), tmp_path)
+    settings = config(prefix, topic, endpoints, registry)
+    worker = WorkerProcess("postgres", settings, tmp_path)
     workers.append(worker.start())
     try:
         wait_caught_up(f"{prefix}-postgres", [topic], timeout_s=120)
@@ -163,13 +169,51 @@ def test_undecodable_avro_goes_to_the_dlq_with_the_reason_and_the_rest_is_writte
         dead = read_topic(f"{prefix}.dlq.postgres", expect=len(poison))
         reasons = {m.key(): dict(m.headers()) for m in dead}
         assert sorted(reasons) == sorted(k for k, _ in poison)
-        assert {h["fanout.error.stage"] for h in reasons.values()} == {b"decode"}
+        stages = {k: h["fanout.error.stage"] for k, h in reasons.items()}
+        assert stages == {key(2): b"decode", key(3): b"decode", key(4): b"decode", key(5): b"write"}
         said = {k: h["fanout.error.message"].decode() for k, h in reasons.items()}
         assert "not Confluent Avro: starts with byte 0x7b" in said[key(2)]
         assert "schema id 2000000000 is not in the schema registry" in said[key(3)]
         assert f"is not Avro of schema id {schema_id}" in said[key(4)]
+        entries = {m.key(): f"{m.partition()}:{m.offset()}" for m in dead}
+        assert_dlq_show_decodes_avro(settings, tmp_path, entries[key(5)], entries[key(3)], refused)
     finally:
         pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prefix)))
+
+
+def assert_dlq_show_decodes_avro(
+    settings: dict[str, Any], tmp_path: Path, avro: str, unknown_id: str, record: dict[str, Any]
+) -> None:
+    """``fanout dlq show`` of Avro entries: decoded, else raw bytes with a note, never a trace."""
+    shown = show(write_config(tmp_path, settings), avro)
+    assert shown["value"] == record
+    assert "shown decoded with schema id" in shown["notes"]["value"]
+    unknown = show(write_config(tmp_path, settings), unknown_id)
+    assert unknown["value"].startswith("b'\\x00w5\\x94\\x00"), unknown["value"]  # id 2e9
+    assert "not in the schema registry" in unknown["notes"]["value"]
+
+    away = {**settings, "kafka": {**settings["kafka"], "schema_registry": {"url": closed_url()}}}
+    raw = show(write_config(tmp_path, away), avro)
+    assert raw["value"].startswith("b'\\x00"), raw["value"]
+    assert "shown as raw bytes, not decoded: schema registry" in raw["notes"]["value"]
+    assert "unavailable" in raw["notes"]["value"]
+    text = fanout(write_config(tmp_path, away), "dlq", "show", "--sink", "postgres", avro)
+    assert text.code == 0 and "Traceback" not in text.stderr, text
+    assert "note: value shown as raw bytes, not decoded" in text.stdout
+
+
+def show(config: Path, entry: str) -> dict[str, Any]:
+    result = fanout(config, "dlq", "show", "--sink", "postgres", entry, "--json")
+    assert result.code == 0 and "Traceback" not in result.stderr, result
+    shown: dict[str, Any] = result.json()
+    return shown
+
+
+def closed_url() -> str:
+    """The URL of a port nothing listens on."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}"
 
 
 def test_a_registry_that_does_not_answer_stops_the_worker_naming_it_and_it_exits_2(
