@@ -1,15 +1,15 @@
-"""A worker restarted after SIGKILL commits again within seconds with the default settings.
+"""A worker restarted after SIGKILL with the default settings takes its partitions back,
+commits again and writes what arrived meanwhile.
 
 A SIGKILLed consumer never leaves its group: the broker keeps its partitions until its session
-times out, and the restarted worker gets none before. With Kafka's 45 s that was ~45 s of
-nothing after every crash; the default is now 10 s (bench/rejoin.py measured the options,
-docs/OPERATIONS.md "Start-up, restart and rejoin").
+times out, and the restarted worker gets none before. How long that takes is measured, not
+asserted here: ``python -m bench.rejoin`` (docs/OPERATIONS.md "Start-up, restart and rejoin").
+The deadline below only stops a hung test.
 """
 
 from __future__ import annotations
 
 import signal
-import time
 from typing import Any
 
 import psycopg
@@ -18,10 +18,10 @@ from tests.integration.runtime_support import Pipeline, all_tables_state, diff, 
 from tests.support.debezium import produce_stream
 from tests.support.pipeline import WorkerProcess, committed_offsets, wait_caught_up, wait_for
 
-REJOIN_BOUND_S = 20  # measured 9.6-12.9 s on the local stack; with a 45 s session: ~45 s
+HANG_GUARD_S = 180  # far above any session timeout: only a worker that never rejoins hits it
 
 
-def test_a_worker_restarted_after_sigkill_commits_again_within_20_s(
+def test_a_worker_restarted_after_sigkill_commits_again_and_writes_the_rest(
     pipeline: Pipeline, pg: psycopg.Connection[Any], workers: list[Any]
 ) -> None:
     messages = stream(3000, seed=11)
@@ -36,8 +36,6 @@ def test_a_worker_restarted_after_sigkill_commits_again_within_20_s(
     worker.signal(signal.SIGKILL)
     worker.wait(30)
     produce_stream(pipeline.topic, messages[half:])
-
-    restarted = time.monotonic()
     worker.start()
 
     def committed_again() -> bool:
@@ -45,8 +43,7 @@ def test_a_worker_restarted_after_sigkill_commits_again_within_20_s(
         now = committed_offsets(pipeline.group, [pipeline.topic])
         return any(offset > before.get(tp, -1) for tp, offset in now.items())
 
-    wait_for(committed_again, REJOIN_BOUND_S, "a commit after the restart", interval_s=0.1)
-    assert time.monotonic() - restarted < REJOIN_BOUND_S
-    wait_caught_up(pipeline.group, [pipeline.topic])
+    wait_for(committed_again, HANG_GUARD_S, "a commit after the restart")
+    wait_caught_up(pipeline.group, [pipeline.topic], timeout_s=HANG_GUARD_S)
     actual, expected = all_tables_state(pg, pipeline.schema), oracle(messages)
     assert actual == expected, diff(actual, expected)
