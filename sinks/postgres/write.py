@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from fanout.errors import PermanentError
+from fanout.errors import MappingError
 from fanout.events import ChangeEvent, Op
 from fanout.runtime.metrics import COLUMNS_UNKNOWN
 from sinks.base.batch import TargetBatch
@@ -115,6 +115,7 @@ def _copy(cur: psycopg.Cursor, statement: sql.Composed, staged: Staged) -> None:
     except (TypeError, ValueError, OverflowError) as exc:
         if staged.types is None:
             raise
-        # A binary dumper refused a value (an int8 out of range): in text format PostgreSQL
-        # would have rejected it, so the batch fails the same way.
-        raise PermanentError(f"postgres rejected the batch: {type(exc).__name__}: {exc}") from exc
+        # A binary dumper refused a value (an int8 out of range, a lone surrogate): in text
+        # format PostgreSQL would have rejected it, so the batch fails the same way, in the data
+        # class (bisected; the record alone is dead-lettered as MappingError, like the others).
+        raise MappingError(f"postgres rejected the batch: {type(exc).__name__}: {exc}") from exc

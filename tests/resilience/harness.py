@@ -223,6 +223,8 @@ def _wrong_headers(
     }
     if record.stage == "decode":
         want["fanout.error.class"] = "DecodeError"
+    else:  # a store refused the record: the data class, however the batch was split to find it
+        want["fanout.error.class"] = "MappingError"
     if truncated:  # cut to fit the DLQ topic, and saying how large it was
         want["fanout.original.value_bytes"] = str(len(record.value or b""))
         want["fanout.original.key_bytes"] = str(len(record.key or b""))
