@@ -18,8 +18,6 @@ from fanout.cli.support import (
     positive,
     print_json,
 )
-from fanout.ops.repair import apply_repair, plan_repair, signal_table, wait_repaired
-from fanout.ops.verify.run import Verification, VerifyRequest
 from fanout.settings import SINK_NAMES, Settings
 
 
@@ -59,6 +57,10 @@ def add_repair(commands: Subparsers) -> None:
 
 
 def _repair(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here, not at the top: `fanout run` must not load every store's client.
+    from fanout.ops.repair import apply_repair, plan_repair, signal_table, wait_repaired
+    from fanout.ops.verify.run import Verification, VerifyRequest
+
     request = VerifyRequest(args.sink, tuple(args.tables), max_keys=args.max_keys)
     with Verification(settings, request) as verification:
         signal_table(verification)  # a missing setting fails before the long part

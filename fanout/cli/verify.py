@@ -19,9 +19,6 @@ from fanout.cli.support import (
     positive,
     print_json,
 )
-from fanout.ops.verify.across import verify_across
-from fanout.ops.verify.metrics import push
-from fanout.ops.verify.run import VerifyRequest, verify
 from fanout.settings import SINK_NAMES, Settings
 
 EXIT_DIFFERENT = EXIT_FAILURE
@@ -77,7 +74,12 @@ def add_verify(commands: Subparsers) -> None:
     parser.set_defaults(command=guarded(_verify))
 
 
+# The verify modules are imported when the command runs: they pull in every store's client
+# (Elasticsearch's brings numpy and pyarrow), which `fanout run` must not pay for at start-up.
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from fanout.ops.verify.metrics import push
+    from fanout.ops.verify.run import VerifyRequest, verify
+
     if args.across:
         return _across(args, settings)
     request = VerifyRequest(
@@ -95,6 +97,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _across(args: argparse.Namespace, settings: Settings) -> int:
+    from fanout.ops.verify.across import verify_across
+
     reports = verify_across(
         settings, tuple(args.tables), args.page_size, args.max_keys, args.settle_timeout
     )
