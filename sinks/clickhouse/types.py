@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import struct
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from decimal import Decimal
@@ -290,7 +291,15 @@ def decimal_bounds(ch_type: str) -> tuple[int, int] | None:
 def value_check(existing: TableColumn, column: Column) -> ValueCheck | None:
     """A per-value check for values of ``column`` headed for ``existing``; None when the
     declared type already guarantees every value fits (the common case costs nothing)."""
-    bounds = decimal_bounds(existing.ch_type) if existing.kind == "decimal" else None
+    if existing.kind == "decimal":
+        return _decimal_check(existing, column)
+    if existing.kind in ("int", "float", "datetime"):
+        return _exact_check(_unwrap(existing.ch_type)[0], column.type, existing.name)
+    return None
+
+
+def _decimal_check(existing: TableColumn, column: Column) -> ValueCheck | None:
+    bounds = decimal_bounds(existing.ch_type)
     if bounds is None:
         return None
     precision, scale = bounds
@@ -301,6 +310,82 @@ def value_check(existing: TableColumn, column: Column) -> ValueCheck | None:
         return _decimal_problem(existing, value, precision, scale)
 
     return check
+
+
+# ---- exact fit of ints, floats and sub-second digits -----------------------------------------
+#
+# clickhouse-connect writes a float64 into Float32 rounded, and a datetime into DateTime64(p <
+# 6) or DateTime cut to p digits, without a word; an int out of an Int/UInt column's range
+# fails the whole insert (found only by bisection). Each is refused per event instead.
+
+_INT_TYPE = re.compile(r"(U?)Int(\d+)")
+_DATETIME_TYPE = re.compile(r"DateTime(?:64\((\d+))?")
+_DECLARED_BITS = {"int16": 16, "int32": 32, "int64": 64}
+_FLOAT32 = struct.Struct("<f")
+_EXACT_IN_FLOAT64 = frozenset({"int16", "int32", "float32", "float64"})
+_EXACT_IN_FLOAT32 = frozenset({"int16", "float32"})
+
+
+@lru_cache(maxsize=1024)
+def _exact_check(inner: str, logical: str, name: str) -> ValueCheck | None:
+    """The check for an Int/UInt, Float or DateTime column (``inner``: its type without
+    Nullable/LowCardinality) and the logical type written into it; None if none is needed."""
+    if match := _INT_TYPE.fullmatch(inner):
+        unsigned, bits = match[1] == "U", int(match[2])
+        if not unsigned and _DECLARED_BITS.get(logical, bits + 1) <= bits:
+            return None
+        low, high = (0, 2**bits) if unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1))
+        return _int_range_check(name, inner, low, high)
+    if inner == "Float64":
+        return None if logical in _EXACT_IN_FLOAT64 else _float_check(name, inner, single=False)
+    if inner == "Float32":
+        return None if logical in _EXACT_IN_FLOAT32 else _float_check(name, inner, single=True)
+    if match := _DATETIME_TYPE.match(inner):
+        digits = int(match[1]) if match[1] else 0
+        return None if digits >= 6 else _sub_second_check(name, inner, 10 ** (6 - digits))
+    return None
+
+
+def _int_range_check(name: str, ch_type: str, low: int, high: int) -> ValueCheck:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or low <= value < high:
+            return None
+        return _not_exact(name, value, ch_type, "out of range")
+
+    return check
+
+
+def _float_check(name: str, ch_type: str, *, single: bool) -> ValueCheck:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            return None  # not a number (the type check speaks), or NaN (NaN there too)
+        try:
+            stored = float(value)
+            if single:
+                stored = _FLOAT32.unpack(_FLOAT32.pack(stored))[0]
+        except OverflowError:
+            stored = None
+        if stored == value:  # int == float compares exactly
+            return None
+        return _not_exact(name, value, ch_type, "not exact in that precision")
+
+    return check
+
+
+def _sub_second_check(name: str, ch_type: str, step: int) -> ValueCheck:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dt.datetime) or value.microsecond % step == 0:
+            return None
+        return _not_exact(name, value, ch_type, "more fractional second digits than it keeps")
+
+    return check
+
+
+def _not_exact(name: str, value: Any, ch_type: str, why: str) -> str:
+    return (
+        f"column {name!r}: value {value} cannot be stored exactly in {ch_type} ({why}); "
+        "fanout does not round"
+    )
 
 
 def _always_fits(column: Column, integer_digits: int, scale: int) -> bool:

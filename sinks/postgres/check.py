@@ -27,11 +27,13 @@ from sinks.postgres.types import (
     BINARY_VERSION,
     BinaryColumn,
     PgColumn,
+    ValueCheck,
     binary_column,
     check_identifier,
     describe,
     fits,
     pg_type_sql,
+    value_check,
 )
 
 Shape = tuple[Any, ...]
@@ -47,6 +49,9 @@ class Layout:
     extra_key: tuple[str, ...] = ()  # key columns the row lacks, taken from event.key
     json: tuple[int, ...] = ()  # staged positions sent as JSON text
     binary: tuple[BinaryColumn, ...] | None = None  # per column; None: text COPY only
+    # Row columns whose values are checked one by one: the declared type does not guarantee
+    # that the target column holds every value exactly (``types.value_check``).
+    checks: tuple[tuple[str, ValueCheck], ...] = ()
     # Value type combinations seen to fit ``binary`` (rows repeat a few, batch after batch).
     _fitting: set[tuple[type, ...]] = field(default_factory=set, repr=False)
 
@@ -65,6 +70,16 @@ class Layout:
                     if row[i] is not None:
                         row[i] = encode(row[i])
         return Staged(rows, types)
+
+    def refusal(self, event: ChangeEvent) -> MappingError | None:
+        """Why ``event`` (of this layout) cannot be stored exactly, or None."""
+        row = event.row or {}
+        for name, check in self.checks:
+            value = row.get(name)
+            problem = None if value is None else check(value)
+            if problem:
+                return MappingError(problem)
+        return None
 
     def values(self, event: ChangeEvent) -> list[Any]:
         """The staged row for one event (text form)."""
@@ -189,6 +204,18 @@ class Shapes:
         return known
 
 
+def refuse_inexact(
+    events: Sequence[ChangeEvent], layouts: list[Layout | None]
+) -> Iterable[tuple[int, MappingError]]:
+    """The events whose values their layout cannot store exactly (index, reason); only
+    layouts with per-value checks look at values."""
+    for i, layout in enumerate(layouts):
+        if layout is not None and layout.checks:
+            problem = layout.refusal(events[i])
+            if problem is not None:
+                yield i, problem
+
+
 def creation_columns(event: ChangeEvent) -> list[Column]:
     """Columns a new table gets from its first event: known types only, valid names only."""
     declared = {column.name: column for column in event.columns}
@@ -248,6 +275,7 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
     declared = {column.name: column for column in event.columns}
     take: list[int] = []
     json: list[int] = []
+    checks: list[tuple[str, ValueCheck]] = []
     new_columns: list[tuple[str, sql.Composable]] = []
     for position, (name, value) in enumerate(row.items()):
         _raise_name_error(name)
@@ -259,13 +287,15 @@ def _resolve_upsert(info: TableInfo, key: tuple[str, ...], event: ChangeEvent) -
                 column = declared.get(name) or infer_column(name, value)
                 new_columns.append((name, pg_type_sql(column)))
             continue
-        _check_fit(name, declared.get(name), value, target)
+        check = _check_fit(name, declared.get(name), value, target)
+        if check is not None:
+            checks.append((name, check))
         if target.is_json and (name in declared or not isinstance(value, str)):
             json.append(len(take))
         take.append(position)
     if new_columns:
         return Resolution(new_columns=new_columns)
-    return Resolution(layout=_upsert_layout(info, row, event, take, json))
+    return Resolution(layout=_upsert_layout(info, row, event, take, json, tuple(checks)))
 
 
 def _upsert_layout(
@@ -274,6 +304,7 @@ def _upsert_layout(
     event: ChangeEvent,
     take: list[int],
     json: list[int],
+    checks: tuple[tuple[str, ValueCheck], ...],
 ) -> Layout:
     names = list(row)
     staged = [names[i] for i in take]
@@ -284,18 +315,22 @@ def _upsert_layout(
         extra_key=extra_key,
         json=tuple(json),
         binary=_binary_columns(info, (*staged, *extra_key), (BINARY_VERSION,)),
+        checks=checks,
     )
 
 
-def _check_fit(name: str, declared: Column | None, value: Any, target: PgColumn) -> None:
+def _check_fit(
+    name: str, declared: Column | None, value: Any, target: PgColumn
+) -> ValueCheck | None:
+    """Raise MappingError if the type does not fit; the per-value check it needs, if any."""
     if declared is not None:
         column, inferred = declared, False
     elif value is None:
-        return  # NULL fits every column
+        return None  # NULL fits every column
     elif isinstance(value, list) and target.is_array:  # no schema: the table's type decides
         listed = inferred_list_column(name, value)
         if listed is not None and not listed.parameters:
-            return  # no item that is not NULL: fits every array
+            return None  # no item that is not NULL: fits every array
         column, inferred = listed or infer_column(name, value), True
     else:
         column, inferred = infer_column(name, value), True
@@ -304,6 +339,7 @@ def _check_fit(name: str, declared: Column | None, value: Any, target: PgColumn)
             f"column {name}: source type {describe(column)} does not fit target column type "
             f"{target.type_sql}"
         )
+    return value_check(column, target, inferred=inferred)
 
 
 def _name_error(name: str) -> MappingError | None:

@@ -45,6 +45,7 @@ from sinks.postgres.check import (
     Shape,
     Shapes,
     creation_columns,
+    refuse_inexact,
     resolve,
 )
 from sinks.postgres.errors import RECONNECT, classify
@@ -253,6 +254,9 @@ class PostgresSink(BatchSink[Layout, Target]):
                     if resolution.error is not None:
                         failures.reject(events[i], resolution.error)
                     layouts[i] = resolution.layout
+        for i, error in refuse_inexact(events, layouts):  # a value the column would round
+            failures.reject(events[i], error)
+            layouts[i] = None
         return info, layouts
 
     def _widen(

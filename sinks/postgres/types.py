@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -174,6 +175,138 @@ def _pg_width(target: PgColumn) -> Width | None:
     if target.base == "varchar":
         return Width("string", int(typmod[1]) if typmod else None)
     return None
+
+
+# --- exact fit of values: nothing is rounded into an existing column -------------------------
+#
+# PostgreSQL rounds silently where a value has more digits than the column keeps: fractional
+# digits beyond numeric(p,s)'s scale, sub-second digits beyond timestamp(p)/time(p), a double
+# written into real. Such a value is refused per event instead (the DLQ, with the reason). The
+# check is made per value only where the declared source type does not already guarantee the
+# fit (a decimal(p,s) into a column at least as wide, an int into room enough), so the common
+# case costs nothing.
+
+ValueCheck = Callable[[Any], str | None]  # why the value cannot be stored exactly, or None
+_NUMERIC_TYPMOD = re.compile(r"\((\d+)(?:,(-?\d+))?\)$")
+_TIME_TYPMOD = re.compile(r"^\w+\((\d)\)")  # "timestamp(3) with time zone", "time(0) …"
+_TIME_BASES = frozenset({"timestamp", "timestamptz", "time", "timetz"})
+_INT_DIGITS = {"int16": 5, "int32": 10, "int64": 19}
+_INT_BITS = {"int2": 16, "int4": 32, "int8": 64}
+_FRACTION = re.compile(r"\d:\d\d[.,](\d+)").search  # sub-second digits of an ISO string
+_FLOAT32 = struct.Struct("<f")
+
+
+def value_check(column: Column, target: PgColumn, *, inferred: bool) -> ValueCheck | None:
+    """A per-value check for values of ``column`` written into ``target`` (already known to
+    fit by type); None when every value of the declared type fits exactly."""
+    if target.is_array:
+        return None
+    if target.base == "numeric":
+        typmod = _NUMERIC_TYPMOD.search(target.type_sql)
+        if typmod is None:
+            return None  # unconstrained numeric keeps every digit
+        precision, scale = int(typmod[1]), int(typmod[2] or 0)
+        if not inferred and _numeric_always_fits(column, precision, scale):
+            return None
+        return _numeric_check(target, precision, scale)
+    if target.base in _TIME_BASES:
+        typmod = _TIME_TYPMOD.match(target.type_sql)
+        if typmod is None or int(typmod[1]) >= 6:
+            return None  # microseconds kept, all a decoded value has
+        return _sub_second_check(target, int(typmod[1]))
+    if inferred and target.base == "float4" and column.type == "float64":
+        return _float32_check(target)
+    if inferred and target.base in _INT_BITS:
+        return _int_check(target, _INT_BITS[target.base])
+    return None
+
+
+def _numeric_always_fits(column: Column, precision: int, scale: int) -> bool:
+    if column.type in _INT_DIGITS:
+        return scale >= 0 and _INT_DIGITS[column.type] <= precision - scale
+    own_precision, own_scale = _int_param(column, "precision"), _int_param(column, "scale")
+    if column.type != "decimal" or own_precision is None or own_scale is None:
+        return False
+    return own_scale <= scale and own_precision - own_scale <= precision - scale
+
+
+def numeric_fits(number: Decimal, precision: int, scale: int) -> bool:
+    """Whether numeric(precision, scale) holds ``number`` without rounding or overflow
+    (a negative scale or one above the precision included, as PostgreSQL 15 allows)."""
+    if not number.is_finite():
+        return number.is_nan()  # NaN is kept; infinity does not fit a constrained numeric
+    if not number:
+        return True
+    # Not Decimal.normalize(): it rounds to the context's 28 digits.
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    trailing = len(digits) - len(bytes(digits).rstrip(b"\0"))
+    lowest = exponent + trailing  # power of ten of the last non-zero digit
+    highest = number.adjusted()  # … and of the first one
+    return -lowest <= scale and highest < precision - scale
+
+
+def _numeric_check(target: PgColumn, precision: int, scale: int) -> ValueCheck:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
+            return None  # another type: the type check speaks for it
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+        if numeric_fits(number, precision, scale):
+            return None
+        return _not_exact(target, value)
+
+    return check
+
+
+def _sub_second_check(target: PgColumn, digits: int) -> ValueCheck:
+    step = 10 ** (6 - digits)
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, dt.datetime | dt.time):
+            if value.microsecond % step == 0:
+                return None
+        elif isinstance(value, str):
+            fraction = _FRACTION(value)
+            if fraction is None or len(fraction[1].rstrip("0")) <= digits:
+                return None
+        else:
+            return None
+        return _not_exact(target, value, f"more than {digits} fractional second digits")
+
+    return check
+
+
+def _float32_check(target: PgColumn) -> ValueCheck:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, float) or value != value:  # NaN is NaN in real too
+            return None
+        try:
+            if _FLOAT32.unpack(_FLOAT32.pack(value))[0] == value:
+                return None
+        except OverflowError:
+            pass
+        return _not_exact(target, value, "not exact in single precision")
+
+    return check
+
+
+def _int_check(target: PgColumn, bits: int) -> ValueCheck:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1)
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or low <= value < high:
+            return None
+        return _not_exact(target, value, "out of range")
+
+    return check
+
+
+def _not_exact(target: PgColumn, value: Any, why: str = "") -> str:
+    because = f" ({why})" if why else ""
+    return (
+        f"column {target.name}: value {value} cannot be stored exactly in target column type "
+        f"{target.type_sql}{because}; fanout does not round"
+    )
 
 
 def describe(column: Column) -> str:
