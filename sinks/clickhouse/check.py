@@ -1,9 +1,10 @@
 """Check one target's events against its table before anything is written.
 
 An event is rejected (it goes to the DLQ with the reason) for a changed primary key, an
-invalid column name, an incompatible type change, NULL in a NOT NULL column, or a number its
-Decimal column cannot hold exactly. Columns the
-table lacks are collected for one ``ADD COLUMN`` per batch.
+invalid column name, an incompatible type change, NULL in a NOT NULL column, or a value its
+column cannot hold exactly (a Decimal's digits, a Float32's precision, an Int/UInt range, a
+DateTime64's sub-second digits: ``types.value_check``). Columns the table lacks are collected
+for one ``ADD COLUMN`` per batch.
 
 Events that carry a Debezium schema are checked per *shape*: the column/type verdicts are
 worked out once per schema object in the batch, and per event only NULLs are looked at. Events

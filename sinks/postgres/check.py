@@ -3,7 +3,8 @@
 No I/O here. Events of the same *shape* (op, key names, row names, declared columns, Python
 value types) map onto the table the same way, so the work of checking names and type fit is
 done once per shape and cached as a :class:`Layout`: the payload each event carries through
-the template's collapse to the staging ``COPY``.
+the template's collapse to the staging ``COPY``. A layout also names the columns whose values
+are checked one by one (a value the column would round is refused: ``types.value_check``).
 """
 
 from __future__ import annotations
@@ -209,8 +210,12 @@ def refuse_inexact(
 ) -> Iterable[tuple[int, MappingError]]:
     """The events whose values their layout cannot store exactly (index, reason); only
     layouts with per-value checks look at values."""
+    checked = {layout for layout in set(layouts) if layout is not None and layout.checks}
+    if not checked:  # the common case: a set of a few layouts, no loop in Python
+        return
     for i, layout in enumerate(layouts):
-        if layout is not None and layout.checks:
+        if layout in checked:
+            assert layout is not None
             problem = layout.refusal(events[i])
             if problem is not None:
                 yield i, problem

@@ -247,7 +247,13 @@ def numeric_fits(number: Decimal, precision: int, scale: int) -> bool:
 
 
 def _numeric_check(target: PgColumn, precision: int, scale: int) -> ValueCheck:
+    room = precision - scale
+
     def check(value: Any) -> str | None:
+        if type(value) is Decimal and value.is_finite():  # the fast path: no more digits
+            exponent = value.as_tuple().exponent
+            if isinstance(exponent, int) and exponent >= -scale and value.adjusted() < room:
+                return None
         if isinstance(value, bool) or not isinstance(value, Decimal | int | float):
             return None  # another type: the type check speaks for it
         number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
