@@ -54,6 +54,24 @@ class TableSchema:
     columns: dict[str, TableColumn] = field(default_factory=dict)
 
 
+def describe_table(backend: Backend, target: str) -> TableSchema | None:
+    """``target`` as ``system.columns`` describes it now (no cache), or None if it is absent."""
+    rows = backend.query_rows(
+        "SELECT name, type, comment, is_in_sorting_key FROM system.columns "
+        "WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
+        {"t": target},
+    )
+    if not rows:
+        return None
+    key = tuple(str(name) for name, _, _, in_key in rows if in_key)
+    columns = {
+        str(name): table_column_from_catalog(str(name), str(ch_type), str(comment))
+        for name, ch_type, comment, _ in rows
+        if name not in META_NAMES
+    }
+    return TableSchema(key=key, columns=columns)
+
+
 class Catalog:
     def __init__(self, backend: Backend, deduplication_window: int) -> None:
         self._backend = backend
@@ -88,20 +106,7 @@ class Catalog:
         self._tables.pop(target, None)
 
     def _describe(self, target: str) -> TableSchema | None:
-        rows = self._backend.query_rows(
-            "SELECT name, type, comment, is_in_sorting_key FROM system.columns "
-            "WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
-            {"t": target},
-        )
-        if not rows:
-            return None
-        key = tuple(str(name) for name, _, _, in_key in rows if in_key)
-        columns = {
-            str(name): table_column_from_catalog(str(name), str(ch_type), str(comment))
-            for name, ch_type, comment, _ in rows
-            if name not in META_NAMES
-        }
-        return TableSchema(key=key, columns=columns)
+        return describe_table(self._backend, target)
 
     def _problem_with(self, target: str, schema: TableSchema) -> str | None:
         """Why an existing table cannot take fanout's writes, or None."""

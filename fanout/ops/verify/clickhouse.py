@@ -9,57 +9,41 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from fanout.ops.verify.targets import TargetRow, TargetTable
+from fanout.ops.verify.targets import Names, TargetReader, TargetRow, TargetTable
 from fanout.settings import ClickHouseSettings
 from sinks.clickhouse.backends import Backend, open_backend
-from sinks.clickhouse.schema import META_NAMES, VIEW_SUFFIX
-from sinks.clickhouse.types import quote_identifier, table_column_from_catalog, zero_for
+from sinks.clickhouse.schema import VIEW_SUFFIX, describe_table
+from sinks.clickhouse.types import quote_identifier, zero_for
 
 
-class ClickHouseReader:
+class ClickHouseReader(TargetReader):
     sink = "clickhouse"
 
     def __init__(self, settings: ClickHouseSettings) -> None:
         self._backend: Backend = open_backend(settings)
 
     def describe(self, target: str) -> TargetTable | None:
-        rows = self._backend.query_rows(
-            "SELECT name, type, comment, is_in_sorting_key FROM system.columns "
-            "WHERE database = currentDatabase() AND table = {t:String} ORDER BY position",
-            {"t": target},
-        )
-        if not rows:
+        schema = describe_table(self._backend, target)  # the sink's own reading of the table
+        if schema is None:
             return None
-        columns = {
-            str(name): (
-                table_column_from_catalog(str(name), str(ch_type), str(comment)),
-                bool(in_key),
-            )
-            for name, ch_type, comment, in_key in rows
-            if name not in META_NAMES
-        }
         zeros = {
             name: zero_for(column)
-            for name, (column, in_key) in columns.items()
-            if not in_key and (column.kind == "array" or not column.nullable)
+            for name, column in schema.columns.items()
+            if name not in schema.key and (column.kind == "array" or not column.nullable)
         }
-        formats = {name: "bytes" for name, (column, _) in columns.items() if column.kind == "bytes"}
-        return TargetTable(target, frozenset(columns), zeros=zeros, handle=formats)
+        formats = {
+            name: "bytes" for name, column in schema.columns.items() if column.kind == "bytes"
+        }
+        return TargetTable(target, frozenset(schema.columns), zeros=zeros, handle=formats)
 
     def count(self, table: TargetTable) -> int:
         rows = self._backend.query_rows(f"SELECT count() FROM {self._view(table)}")
         return int(rows[0][0])
 
-    def fetch(
-        self,
-        table: TargetTable,
-        key: Sequence[str],
-        keys: Sequence[TargetRow],
-        columns: Sequence[str],
+    def _fetch(
+        self, table: TargetTable, key: Names, keys: Sequence[TargetRow], columns: Names
     ) -> list[TargetRow]:
-        if not keys:
-            return []
-        present = [name for name in columns if name in table.columns]
+        present = table.present(columns)
         wanted = tuple(_key_value(k, key) for k in keys)
         rows = self._backend.query_rows(
             f"SELECT {_names(present)} FROM {self._view(table)} WHERE {_key_expr(key)} IN %(keys)s",
@@ -68,9 +52,7 @@ class ClickHouseReader:
         )
         return [dict(zip(present, row, strict=True)) for row in rows]
 
-    def scan_keys(
-        self, table: TargetTable, key: Sequence[str], size: int
-    ) -> Iterator[list[TargetRow]]:
+    def scan_keys(self, table: TargetTable, key: Names, size: int) -> Iterator[list[TargetRow]]:
         after: Any = None
         while True:
             where = "" if after is None else f"WHERE {_key_expr(key)} > %(after)s"

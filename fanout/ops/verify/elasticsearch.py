@@ -12,7 +12,7 @@ from elasticsearch import Elasticsearch, NotFoundError
 
 from fanout.errors import MappingError
 from fanout.ops.verify.exactjson import EXACT_SERIALIZERS
-from fanout.ops.verify.targets import TargetRow, TargetTable
+from fanout.ops.verify.targets import Names, TargetReader, TargetRow, TargetTable
 from fanout.settings import ElasticsearchSettings
 from sinks.elasticsearch.schema import index_name
 from sinks.elasticsearch.sink import client_options
@@ -21,7 +21,7 @@ from sinks.elasticsearch.types import DELETED_FIELD, document_id
 _KEEP_ALIVE = "5m"
 
 
-class ElasticsearchReader:
+class ElasticsearchReader(TargetReader):
     sink = "elasticsearch"
 
     def __init__(self, settings: ElasticsearchSettings) -> None:
@@ -48,15 +48,9 @@ class ElasticsearchReader:
     def count(self, table: TargetTable) -> int:
         return int(self._es.count(index=table.name)["count"])
 
-    def fetch(
-        self,
-        table: TargetTable,
-        key: Sequence[str],
-        keys: Sequence[TargetRow],
-        columns: Sequence[str],
+    def _fetch(
+        self, table: TargetTable, key: Names, keys: Sequence[TargetRow], columns: Names
     ) -> list[TargetRow]:
-        if not keys:
-            return []
         ids = [document_id({name: k[name] for name in key}) for k in keys]
         answer = self._es.mget(index=table.name, ids=ids, realtime=True)
         rows = []
@@ -66,9 +60,7 @@ class ElasticsearchReader:
                 rows.append({name: source[name] for name in columns if name in source})
         return rows
 
-    def scan_keys(
-        self, table: TargetTable, key: Sequence[str], size: int
-    ) -> Iterator[list[TargetRow]]:
+    def scan_keys(self, table: TargetTable, key: Names, size: int) -> Iterator[list[TargetRow]]:
         pit = self._es.open_point_in_time(index=table.name, keep_alive=_KEEP_ALIVE)["id"]
         try:
             after: list[Any] | None = None

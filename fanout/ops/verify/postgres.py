@@ -11,11 +11,11 @@ from psycopg.rows import dict_row
 from psycopg.types.string import TextLoader
 
 from fanout.errors import FanoutError
-from fanout.ops.verify.targets import TargetRow, TargetTable
+from fanout.ops.verify.targets import Names, TargetReader, TargetRow, TargetTable
 from fanout.settings import PostgresSettings
 
 
-class PostgresReader:
+class PostgresReader(TargetReader):
     sink = "postgres"
 
     def __init__(self, settings: PostgresSettings) -> None:
@@ -48,25 +48,17 @@ class PostgresReader:
         ).fetchone()
         return int(row["n"]) if row else 0
 
-    def fetch(
-        self,
-        table: TargetTable,
-        key: Sequence[str],
-        keys: Sequence[TargetRow],
-        columns: Sequence[str],
+    def _fetch(
+        self, table: TargetTable, key: Names, keys: Sequence[TargetRow], columns: Names
     ) -> list[TargetRow]:
-        if not keys:
-            return []
-        present = [name for name in columns if name in table.columns]
+        present = table.present(columns)
         one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(key)))
         query = sql.SQL("SELECT {} FROM {} WHERE ({}) IN ({})").format(
             _names(present), self._name(table), _names(key), sql.SQL(", ").join([one] * len(keys))
         )
         return self._conn.execute(query, [k[name] for k in keys for name in key]).fetchall()
 
-    def scan_keys(
-        self, table: TargetTable, key: Sequence[str], size: int
-    ) -> Iterator[list[TargetRow]]:
+    def scan_keys(self, table: TargetTable, key: Names, size: int) -> Iterator[list[TargetRow]]:
         after: list[Any] | None = None
         while True:
             where: sql.Composable = sql.SQL("")

@@ -5,11 +5,13 @@ both sides canonical (``canonical.py``)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 TargetRow = dict[str, Any]
+Names = Sequence[str]  # column names, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,31 +25,43 @@ class TargetTable:
     nonfinite_null: bool = False  # NaN / infinity are stored as null (JSON has none)
     handle: Any = None  # reader-specific (e.g. ClickHouse column formats)
 
+    def present(self, columns: Names) -> list[str]:
+        """Those of ``columns`` the target holds now (a column not added yet is all NULL)."""
+        return [name for name in columns if name in self.columns]
 
-class TargetReader(Protocol):
-    sink: str
 
+class TargetReader(ABC):
+    sink: ClassVar[str]
+
+    @abstractmethod
     def describe(self, target: str) -> TargetTable | None:
         """The target, or None if the store has no such table / index (yet)."""
-        ...
 
+    @abstractmethod
     def count(self, table: TargetTable) -> int: ...
 
     def fetch(
         self,
         table: TargetTable,
-        key: Sequence[str],
+        key: Names,
         keys: Sequence[TargetRow],
-        columns: Sequence[str],
+        columns: Names,
     ) -> list[TargetRow]:
         """The live rows of ``keys`` (``{key column: source value}``), any order; ``columns``
         the data columns wanted (key columns included)."""
-        ...
+        if not keys:
+            return []  # no round trip for an empty page
+        return self._fetch(table, key, keys, columns)
 
-    def scan_keys(
-        self, table: TargetTable, key: Sequence[str], size: int
-    ) -> Iterator[list[TargetRow]]:
+    @abstractmethod
+    def _fetch(
+        self, table: TargetTable, key: Names, keys: Sequence[TargetRow], columns: Names
+    ) -> list[TargetRow]:
+        """``fetch`` for at least one key."""
+
+    @abstractmethod
+    def scan_keys(self, table: TargetTable, key: Names, size: int) -> Iterator[list[TargetRow]]:
         """Every live row's key columns, ``size`` at a time, in no particular order."""
-        ...
 
+    @abstractmethod
     def close(self) -> None: ...
