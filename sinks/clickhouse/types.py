@@ -293,8 +293,10 @@ def value_check(existing: TableColumn, column: Column) -> ValueCheck | None:
     declared type already guarantees every value fits (the common case costs nothing)."""
     if existing.kind == "decimal":
         return _decimal_check(existing, column)
-    if existing.kind in ("int", "float", "datetime"):
+    if existing.kind in ("int", "float", "datetime", "date"):
         return _exact_check(_unwrap(existing.ch_type)[0], column.type, existing.name)
+    if existing.kind == "array":
+        return _array_check(existing, column)
     return None
 
 
@@ -342,8 +344,110 @@ def _exact_check(inner: str, logical: str, name: str) -> ValueCheck | None:
         return None if logical in _EXACT_IN_FLOAT32 else _float_check(name, inner, single=True)
     if match := _DATETIME_TYPE.match(inner):
         digits = int(match[1]) if match[1] else 0
-        return None if digits >= 6 else _sub_second_check(name, inner, 10 ** (6 - digits))
+        checks = [_tick_range_check(name, inner, digits, *_DATETIME_TICKS.get(match[0], _INT64))]
+        if digits < 6:
+            checks.append(_sub_second_check(name, inner, 10 ** (6 - digits)))
+        return _first_problem(checks)
+    if inner == "Date":
+        return _day_range_check(name, inner, 0, 2**16)
+    return None  # Date32 holds every date a value can be (0001-01-01 .. 9999-12-31)
+
+
+# Time columns hold ticks in a fixed-width integer; clickhouse-connect fails the whole insert
+# on one that overflows (found only by bisection, with no word on the value): Date (UInt16
+# days) and DateTime (UInt32 seconds) hold nothing before 1970, DateTime64(8) nothing after
+# 4892, DateTime64(9) only 1677-09-21 .. 2262-04-11. Date32 and DateTime64(p <= 7) hold every
+# year 1 .. 9999 (ClickHouse 26.x stores and reads them back exactly).
+_INT64 = (-(2**63), 2**63)
+_DATETIME_TICKS = {"DateTime": (0, 2**32)}  # else DateTime64(p): Int64 ticks of 10^-p s
+_MICROSECOND = dt.timedelta(microseconds=1)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+
+
+def _tick_range_check(name: str, ch_type: str, digits: int, low: int, high: int) -> ValueCheck:
+    """Refuses a datetime whose ticks (10^-digits s since the epoch, floored as the driver
+    does) fall outside [low, high); None-like (no cost) when every datetime fits."""
+    micros_low, micros_high = -(-low * 10**6 // 10**digits), -(-high * 10**6 // 10**digits)
+    first, last = _micros(dt.datetime.min), _micros(dt.datetime.max)
+    if micros_low <= first and last < micros_high:
+        return _no_problem
+    spec = "seconds" if digits == 0 else "microseconds"
+    shown = f"{_shown(micros_low, spec)} .. {_shown(micros_high - 1, spec)} UTC"
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dt.datetime) or micros_low <= _micros(value) < micros_high:
+            return None
+        return _not_exact(name, value, ch_type, f"outside its range {shown}")
+
+    return check
+
+
+def _day_range_check(name: str, ch_type: str, low: int, high: int) -> ValueCheck:
+    shown = f"{dt.date.fromordinal(_EPOCH_ORDINAL + low)} .. "
+    shown += str(dt.date.fromordinal(_EPOCH_ORDINAL + high - 1))
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, dt.date) or low <= value.toordinal() - _EPOCH_ORDINAL < high:
+            return None
+        return _not_exact(name, value, ch_type, f"outside its range {shown}")
+
+    return check
+
+
+def _micros(value: dt.datetime) -> int:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return (aware - _EPOCH) // _MICROSECOND
+
+
+def _shown(micros: int, spec: str) -> str:
+    micros = min(max(micros, _micros(dt.datetime.min)), _micros(dt.datetime.max))
+    naive = (_EPOCH + dt.timedelta(microseconds=micros)).replace(tzinfo=None)
+    return naive.isoformat(" ", spec)
+
+
+def _no_problem(value: Any) -> str | None:
     return None
+
+
+def _first_problem(checks: list[ValueCheck]) -> ValueCheck | None:
+    needed = [check for check in checks if check is not _no_problem]
+    if len(needed) <= 1:
+        return needed[0] if needed else None
+
+    def check(value: Any) -> str | None:
+        for each in needed:
+            problem = each(value)
+            if problem:
+                return problem
+        return None
+
+    return check
+
+
+def _array_check(existing: TableColumn, column: Column) -> ValueCheck | None:
+    """The element check of an Array column, applied to each element of a list; None when
+    the declared element type guarantees the fit (as for a scalar column)."""
+    items = column.param("items")
+    if existing.item_kind is None or items is None:
+        return None  # no element type known: a list of NULLs (or not an array) fits
+    inner = _unwrap(existing.ch_type)[0][len("Array(") : -1]
+    element_type, nullable = _unwrap(inner)
+    element = TableColumn(existing.name, element_type, existing.item_kind, nullable)
+    element_check = value_check(element, Column(column.name, items))
+    if element_check is None:
+        return None
+
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return None
+        for item in value:
+            problem = None if item is None else element_check(item)
+            if problem:
+                return f"{problem} (an element of {existing.ch_type})"
+        return None
+
+    return check
 
 
 def _int_range_check(name: str, ch_type: str, low: int, high: int) -> ValueCheck:
@@ -459,9 +563,29 @@ def _to_time(value: Any) -> str:
 
 
 def _to_utc(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+    if not isinstance(value, dt.datetime):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    if _FLOAT_EXACT_YEARS[0] <= value.year <= _FLOAT_EXACT_YEARS[1]:
+        return value
+    return _WholeSeconds(
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond, value.tzinfo,
+    )  # fmt: skip
+
+
+# clickhouse-connect writes a datetime's ticks as floor(timestamp()) plus its microseconds. The
+# float timestamp() holds a microsecond only within 2^34 s of 1970; further away, a time a few
+# microseconds before a whole second is rounded up to it and stored one second late (0001-01-01
+# 23:59:59.999999 as 0001-01-02 00:00:00.999999). For a datetime that is not exactly a datetime
+# the driver works out the whole seconds by round(timestamp() - fraction) instead, which is exact
+# for every year 1 .. 9999; only such rare datetimes pay for the copy.
+_FLOAT_EXACT_YEARS = (1427, 2513)  # 2^34 s is 544.4 years either side of 1970
+
+
+class _WholeSeconds(dt.datetime):
+    __slots__ = ()
 
 
 _CONVERTERS: dict[str, Converter] = {

@@ -145,7 +145,7 @@ _PG_WIDTHS = {
     "float8": Width("float", 64),
     "text": Width("string", None),
 }
-_TYPMOD = re.compile(r"\((\d+)(?:,(\d+))?\)$")
+_TYPMOD = re.compile(r"\((\d+)(?:,(-?\d+))?\)$")  # a scale may be negative (PostgreSQL 15)
 MAX_VARCHAR_LENGTH = 10_485_760  # longer declared lengths (text: 2^31 - 1) become text
 
 
@@ -200,7 +200,7 @@ def value_check(column: Column, target: PgColumn, *, inferred: bool) -> ValueChe
     """A per-value check for values of ``column`` written into ``target`` (already known to
     fit by type); None when every value of the declared type fits exactly."""
     if target.is_array:
-        return None
+        return _array_check(column, target, inferred=inferred)
     if target.base == "numeric":
         typmod = _NUMERIC_TYPMOD.search(target.type_sql)
         if typmod is None:
@@ -218,6 +218,35 @@ def value_check(column: Column, target: PgColumn, *, inferred: bool) -> ValueChe
         return _float32_check(target)
     if inferred and target.base in _INT_BITS:
         return _int_check(target, _INT_BITS[target.base])
+    return None
+
+
+def _array_check(column: Column, target: PgColumn, *, inferred: bool) -> ValueCheck | None:
+    """The element check of an array column (format_type shows any dimensions as one "[]"),
+    applied to every element; None when the declared element type guarantees the fit."""
+    items = _array_items(column)
+    if items is None or not target.type_sql.endswith("[]"):
+        return None
+    element = PgColumn(target.name, target.type_sql[:-2], target.base)
+    element_check = value_check(items, element, inferred=inferred)
+    if element_check is None:
+        return None
+
+    def check(value: Any) -> str | None:
+        problem = _element_problem(value, element_check) if isinstance(value, list) else None
+        return f"{problem} (an element of {target.type_sql})" if problem else None
+
+    return check
+
+
+def _element_problem(values: list[Any], element_check: ValueCheck) -> str | None:
+    for item in values:  # a multidimensional array is a list of lists
+        if isinstance(item, list):
+            problem = _element_problem(item, element_check)
+        else:
+            problem = None if item is None else element_check(item)
+        if problem:
+            return problem
     return None
 
 

@@ -13,7 +13,7 @@ import pytest
 from fanout.events import Column
 from sinks.clickhouse.types import table_column_from_catalog
 from sinks.clickhouse.types import value_check as ch_value_check
-from sinks.postgres.types import PgColumn, numeric_fits
+from sinks.postgres.types import PgColumn, numeric_fits, widened_type
 from sinks.postgres.types import value_check as pg_value_check
 
 
@@ -102,6 +102,8 @@ def test_clickhouse_checks_values_only_where_the_declared_type_does_not_guarante
         ("Nullable(Float64)", "int32"),
         ("Float64", "float64"),
         ("DateTime64(6, 'UTC')", "timestamp"),
+        ("DateTime64(7)", "timestamp"),  # Int64 ticks of 100 ns: years 1 .. 9999 all fit
+        ("Nullable(Date32)", "date"),  # years 1 .. 9999 (ClickHouse 26.x)
     ]:
         assert ch(ch_type, logical) is None, (ch_type, logical)
     for ch_type, logical in [
@@ -111,6 +113,8 @@ def test_clickhouse_checks_values_only_where_the_declared_type_does_not_guarante
         ("Float64", "int64"),
         ("Nullable(DateTime64(3, 'UTC'))", "timestamp"),
         ("DateTime", "timestamptz"),
+        ("Date", "date"),
+        ("DateTime64(9)", "timestamp"),
     ]:
         assert ch(ch_type, logical) is not None, (ch_type, logical)
 
@@ -134,6 +138,32 @@ def test_clickhouse_checks_values_only_where_the_declared_type_does_not_guarante
             [dt.datetime(2024, 1, 1, tzinfo=dt.UTC)],
             [dt.datetime(2024, 1, 1, 0, 0, 0, 500000, tzinfo=dt.UTC)],
         ),
+        # Ticks out of the column's integer (the driver failed the whole insert on them).
+        (
+            "Nullable(Date)",
+            "date",
+            [dt.date(1970, 1, 1), dt.date(2149, 6, 6)],
+            [dt.date(1969, 12, 31), dt.date(2149, 6, 7), dt.date(9999, 12, 31)],
+        ),
+        (
+            "DateTime('UTC')",
+            "timestamp",
+            [dt.datetime(1970, 1, 1), dt.datetime(2106, 2, 7, 6, 28, 15)],
+            [dt.datetime(1969, 12, 31, 23, 59, 59), dt.datetime(2106, 2, 7, 6, 28, 16)],
+        ),
+        (
+            "DateTime64(9, 'UTC')",
+            "timestamptz",
+            [
+                dt.datetime(1677, 9, 21, 0, 12, 43, 145225, tzinfo=dt.UTC),
+                dt.datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=dt.UTC),
+            ],
+            [
+                dt.datetime(1677, 9, 21, 0, 12, 43, 145224, tzinfo=dt.UTC),
+                dt.datetime(2262, 4, 11, 23, 47, 16, 854776, tzinfo=dt.UTC),
+            ],
+        ),
+        ("DateTime64(8)", "timestamp", [dt.datetime(1, 1, 1)], [dt.datetime(9999, 1, 1)]),
     ],
 )
 def test_clickhouse_refuses_what_its_column_would_round_or_could_not_hold(
@@ -145,3 +175,60 @@ def test_clickhouse_refuses_what_its_column_would_round_or_could_not_hold(
     for value in refused:
         problem = check(value)
         assert problem is not None and "column 'n'" in problem and "does not round" in problem
+
+
+def test_postgres_checks_array_elements_as_it_checks_a_scalar() -> None:
+    numerics = PgColumn("n", "numeric(10,2)[]", "numeric", is_array=True)
+    check = pg_value_check(col("array", items="decimal"), numerics, inferred=False)
+    assert check is not None
+    assert check([Decimal("1.25"), None, 7]) is None
+    assert check([[Decimal("1.5")], [Decimal("2.50")]]) is None  # two dimensions
+    assert check([Decimal("1.5"), Decimal("1.005")]) == (
+        "column n: value 1.005 cannot be stored exactly in target column type numeric(10,2); "
+        "fanout does not round (an element of numeric(10,2)[])"
+    )
+    assert check([[Decimal("1")], [Decimal("123456789")]]) is not None
+    stamps = PgColumn("n", "timestamp(0) without time zone[]", "timestamp", is_array=True)
+    check = pg_value_check(col("array", items="timestamp"), stamps, inferred=False)
+    assert check is not None and check([dt.datetime(2024, 1, 1, 0, 0, 0, 1)]) is not None
+    reals = PgColumn("n", "real[]", "float4", is_array=True)
+    check = pg_value_check(col("array", items="float64"), reals, inferred=True)
+    assert check is not None and check([0.5]) is None and check([0.5, 0.1]) is not None
+    for type_sql, base, items in [  # no cost where every element fits
+        ("numeric[]", "numeric", "decimal"),
+        ("numeric(12,2)[]", "numeric", "int32"),
+        ("integer[]", "int4", "int32"),
+        ("timestamp without time zone[]", "timestamp", "timestamp"),
+        ("text[]", "text", "string"),
+    ]:
+        target = PgColumn("n", type_sql, base, is_array=True)
+        assert pg_value_check(col("array", items=items), target, inferred=False) is None, type_sql
+
+
+def test_postgres_widens_a_numeric_with_a_negative_scale() -> None:
+    # numeric(2,-3) holds 99000 at most: decimal(5,0) keeps its five integer digits.
+    target = pg("numeric(2,-3)", "numeric")
+    widened = widened_type(col("decimal", precision="5", scale="0"), target)
+    assert widened is not None and widened.as_string() == "numeric(5,0)"
+    assert widened_type(col("decimal", precision="4", scale="0"), target) is None  # narrower
+
+
+def test_clickhouse_checks_array_elements_as_it_checks_a_scalar() -> None:
+    def array_check(ch_type: str, items: str) -> object:
+        return ch_value_check(
+            table_column_from_catalog("n", ch_type, ""), col("array", items=items)
+        )
+
+    assert array_check("Array(Nullable(Float32))", "float32") is None  # what fanout creates
+    assert array_check("Array(Nullable(DateTime64(6, 'UTC')))", "timestamp") is None
+    assert array_check("Array(Int64)", "int32") is None
+    floats = array_check("Array(Float32)", "float64")
+    assert callable(floats) and floats([0.5, None, -2.25]) is None
+    problem = floats([0.5, 0.1])
+    assert problem is not None and "value 0.1 " in problem and "Array(Float32)" in problem
+    decimals = array_check("Array(Decimal(10, 2))", "decimal")
+    assert callable(decimals) and decimals([Decimal("1.25")]) is None
+    assert decimals([Decimal("1.255")]) is not None
+    assert decimals([Decimal("123456789")]) is not None
+    ints = array_check("Array(Nullable(Int32))", "int64")
+    assert callable(ints) and ints([2**31 - 1]) is None and ints([1, 2**31]) is not None
