@@ -35,10 +35,11 @@ from sinks.clickhouse.schema import Catalog, TableSchema, widenings
 from sinks.clickhouse.types import NAMES, low_cardinality_columns
 from sinks.clickhouse.write import (
     Carried,
+    StoredRead,
     build_insert,
     deduplication_token,
     partial_rows,
-    read_stored,
+    read_stored_many,
 )
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,12 @@ class ClickHouseSink(BatchSink[bool, Table]):
         return Prepared(Table(schema, checked.present), payloads, checked.key)
 
     def apply(self, batches: list[TargetBatch[bool, Table]], failures: Failures) -> None:
-        for batch in batches:
+        stored = self._read_stored(batches)
+        for batch, carried in zip(batches, stored, strict=True):
             if batch.truncate is not None:
                 self._truncate(batch)
             if batch.newest:
-                self._insert(batch, failures)
+                self._insert(batch, failures, carried)
 
     # ---- steps ---------------------------------------------------------------------------
 
@@ -179,11 +181,15 @@ class ClickHouseSink(BatchSink[bool, Table]):
         assert truncate is not None
         self.catalog.truncate(batch.target, truncate.version, truncate.source_ts_ms or 0)
 
-    def _insert(self, batch: TargetBatch[bool, Table], failures: Failures) -> None:
+    def _insert(
+        self, batch: TargetBatch[bool, Table], failures: Failures, carried: Carried | _Unread | None
+    ) -> None:
         rows = [event for event, _ in batch.newest]
         table = batch.context
         try:
-            unknown = self._insert_rows(batch, rows, table, failures)
+            if isinstance(carried, _Unread):
+                carried = self._carry_forward(batch, rows, table)
+            unknown = self._insert_rows(batch, rows, table, carried)
         except PermanentError as exc:
             if clickhouse_code(exc) not in _SCHEMA_CHANGED_CODES:
                 raise
@@ -197,7 +203,9 @@ class ClickHouseSink(BatchSink[bool, Table]):
             for event, problem in checked.rejected:
                 failures.reject(event, _mapping_error(event, problem))
             rows = checked.valid
-            unknown = self._insert_rows(batch, rows, Table(schema, checked.present), failures)
+            table = Table(schema, checked.present)
+            carried = self._carry_forward(batch, rows, table)
+            unknown = self._insert_rows(batch, rows, table, carried)
         batch.applied.update(event.op for event in rows)
         if unknown:
             COLUMNS_UNKNOWN.labels(self.name, batch.target).inc(unknown)
@@ -207,12 +215,12 @@ class ClickHouseSink(BatchSink[bool, Table]):
         batch: TargetBatch[bool, Table],
         rows: list[ChangeEvent],
         table: Table,
-        failures: Failures,
+        carried: Carried | None,
     ) -> int:
-        """Insert ``rows``; returns how many columns of them no stored row could complete."""
+        """Insert ``rows`` (``carried``: what partial rows lack); returns how many columns of
+        them no stored row could complete."""
         if not rows or table.schema is None:
             return 0
-        carried = self._carry_forward(batch, rows, table.schema, table.present)
         insert = build_insert(rows, table.schema, table.present, carried)
         token = deduplication_token(batch.target, batch.events, insert)
         self.backend.insert_columns(
@@ -224,20 +232,51 @@ class ClickHouseSink(BatchSink[bool, Table]):
         )
         return 0 if carried is None else carried.unknown
 
+    def _read_stored(
+        self, batches: list[TargetBatch[bool, Table]]
+    ) -> list[Carried | _Unread | None]:
+        """For each batch, the stored values of the columns its partial rows lack (None when
+        every row is whole), every target's in one query: one round trip per write.
+
+        A table that changed underneath the sink fails the query: then each insert reads its
+        own, where that change is recovered from."""
+        reads = [self._stored_read(b, [e for e, _ in b.newest], b.context) for b in batches]
+        wanted = [read for read in reads if read is not None]
+        try:
+            found = iter(read_stored_many(self.backend, wanted))
+        except PermanentError as exc:
+            if clickhouse_code(exc) not in _SCHEMA_CHANGED_CODES:
+                raise
+            return [_UNREAD] * len(batches)
+        return [None if read is None else next(found) for read in reads]
+
     def _carry_forward(
-        self,
-        batch: TargetBatch[bool, Table],
-        rows: list[ChangeEvent],
-        schema: TableSchema,
-        present: set[str],
+        self, batch: TargetBatch[bool, Table], rows: list[ChangeEvent], table: Table
     ) -> Carried | None:
         """The stored values of the columns partial rows lack (None when every row is whole:
         then nothing is read)."""
-        partial = partial_rows(rows, schema, present)
+        read = self._stored_read(batch, rows, table)
+        return None if read is None else read_stored_many(self.backend, [read])[0]
+
+    def _stored_read(
+        self, batch: TargetBatch[bool, Table], rows: list[ChangeEvent], table: Table
+    ) -> StoredRead | None:
+        """What ``rows``' partial rows need read (None when every row is whole)."""
+        schema = table.schema
+        if not rows or schema is None:
+            return None
+        partial = partial_rows(rows, schema, table.present)
         if partial is None:
             return None
         watermark = max(self._watermarks.get(batch.target, 0), batch.truncate_version or 0)
-        return read_stored(self.backend, batch.target, schema, rows, partial, watermark)
+        return StoredRead(batch.target, schema, rows, partial, watermark)
+
+
+class _Unread:
+    """The stored values were not read up front: the insert reads its own."""
+
+
+_UNREAD = _Unread()
 
 
 def _mapping_error(event: ChangeEvent, reason: str) -> MappingError:

@@ -6,10 +6,10 @@
 Partial rows: a ClickHouse row is written whole, so an upsert that lacks some of the table's
 data columns (an unchanged TOASTed value Debezium did not send, a column the source no longer
 has) would set them to their defaults. ``partial_rows`` finds such rows (a length check per row;
-only rows shorter than the table are looked at), ``read_stored`` reads the current values of
-their keys (one ``SELECT … FINAL`` per target and batch) and ``build_insert`` takes those values
-for the columns each row lacks. A key with no current row leaves its columns at NULL or the
-column's default, counted (``Carried.unknown``).
+only rows shorter than the table are looked at), ``read_stored_many`` reads the current
+values of their keys (a ``SELECT … FINAL`` per target, every target of a write in one query)
+and ``build_insert`` takes those values for the columns each row lacks. A key with no current
+row leaves its columns at NULL or the column's default, counted (``Carried.unknown``).
 """
 
 from __future__ import annotations
@@ -98,6 +98,17 @@ def partial_rows(
     return Partial(missing, tuple(name for name in data if name in union))
 
 
+@dataclass(frozen=True, slots=True)
+class StoredRead:
+    """One target's partial rows, and what bounds the stored rows they may take values from."""
+
+    target: str
+    schema: TableSchema
+    events: Sequence[ChangeEvent]
+    partial: Partial
+    watermark: int  # the target's truncate version: older rows are not current
+
+
 def read_stored(
     backend: Backend,
     target: str,
@@ -106,43 +117,107 @@ def read_stored(
     partial: Partial,
     watermark: int,
 ) -> Carried:
-    """The current values of the columns ``partial``'s rows lack, read in one query.
+    """The current values of the columns ``partial``'s rows lack (``read_stored_many``)."""
+    (carried,) = read_stored_many(backend, [StoredRead(target, schema, events, partial, watermark)])
+    return carried
+
+
+def read_stored_many(backend: Backend, reads: Sequence[StoredRead]) -> list[Carried]:
+    """The current values of the columns each read's rows lack, for every target in one query.
+
+    One query per write, not per target: a round trip costs more than the few rows read. Each
+    target is a subquery folding its stored rows into one row of arrays (a column each), the
+    subqueries side by side (``CROSS JOIN`` of one-row results).
 
     Current means what the ``<target>_current`` view shows: the newest version of the key, not
-    a delete, not older than the target's truncate ``watermark``. Keys and the watermark are
-    bound as query parameters. String columns are read as bytes, so a value goes back into the
-    table byte for byte (the driver would turn text that is not UTF-8 into hex).
+    a delete, not older than the target's truncate ``watermark``. Keys and watermarks are bound
+    as query parameters. String columns are read as bytes, so a value goes back into the table
+    byte for byte (the driver would turn text that is not UTF-8 into hex).
     """
-    key = [schema.columns[name] for name in schema.key]
-    wanted = [schema.columns[name] for name in partial.columns]
-    # the key of each partial row as the insert writes it, and one spelling to match it by
-    written = {
-        index: tuple(_insert_form(column, events[index].key[column.name]) for column in key)
-        for index in partial.missing
+    if not reads:
+        return []
+    subqueries: list[str] = []
+    parameters: dict[str, Any] = {}
+    formats: dict[str, str] = {}
+    written: list[dict[int, tuple[Any, ...]]] = []
+    for number, read in enumerate(reads):
+        written.append(_written_keys(read))
+        subqueries.append(_stored_subquery(number, read, written[-1], parameters, formats))
+    rows = backend.query_rows(
+        f"SELECT * FROM {' CROSS JOIN '.join(subqueries)}", parameters, formats
+    )
+    (row,) = rows  # aggregates without GROUP BY: always one row
+    carried: list[Carried] = []
+    offset = 0
+    for read, keys in zip(reads, written, strict=True):
+        width = len(read.schema.key) + len(read.partial.columns)
+        stored_rows = zip(*row[offset : offset + width], strict=True)
+        offset += width
+        carried.append(_carry(read, keys, stored_rows))
+    return carried
+
+
+def _written_keys(read: StoredRead) -> dict[int, tuple[Any, ...]]:
+    """The key of each partial row as the insert writes it."""
+    key = [read.schema.columns[name] for name in read.schema.key]
+    return {
+        index: tuple(_insert_form(column, read.events[index].key[column.name]) for column in key)
+        for index in read.partial.missing
     }
+
+
+def _stored_subquery(
+    number: int,
+    read: StoredRead,
+    written: dict[int, tuple[Any, ...]],
+    parameters: dict[str, Any],
+    formats: dict[str, str],
+) -> str:
+    """``read``'s stored rows as one row: an array per selected column (key columns, then the
+    columns some row lacks), aliased ``c<number>_<position>``; binds ``k<number>`` and
+    ``w<number>`` into ``parameters`` and asks bytes for text columns in ``formats``."""
+    key = [read.schema.columns[name] for name in read.schema.key]
+    selected = [*key, *(read.schema.columns[name] for name in read.partial.columns)]
     distinct = {_comparable(ident): ident for ident in written.values()}
     if len(key) == 1:
         (only,) = key
-        match = f"{quote_identifier(only.name)} IN {{keys:Array({_param_type(only)})}}"
+        match = f"{quote_identifier(only.name)} IN {{k{number}:Array({_param_type(only)})}}"
         bound: list[Any] = [_bind_form(ident[0]) for ident in distinct.values()]
     else:
         names = ", ".join(quote_identifier(column.name) for column in key)
         types = ", ".join(_param_type(column) for column in key)
-        match = f"({names}) IN {{keys:Array(Tuple({types}))}}"
+        match = f"({names}) IN {{k{number}:Array(Tuple({types}))}}"
         bound = [tuple(map(_bind_form, ident)) for ident in distinct.values()]
-    selected = [*key, *wanted]
-    sql = (
-        f"SELECT {', '.join(quote_identifier(column.name) for column in selected)} "
-        f"FROM {quote_identifier(target)} FINAL "
-        f"WHERE {quote_identifier(DELETED)} = 0 AND {quote_identifier(VERSION)} >= {{w:UInt64}} "
-        f"AND {match}"
+    parameters[f"k{number}"] = bound
+    parameters[f"w{number}"] = read.watermark
+    # One groupArray of tuples keeps the columns of a row together (a groupArray per column
+    # would also drop NULLs); arrayMap splits them back into one array per column.
+    rows = (
+        f"SELECT groupArray(tuple({', '.join(quote_identifier(c.name) for c in selected)})) "
+        f"AS {_STORED} FROM {quote_identifier(read.target)} FINAL "
+        f"WHERE {quote_identifier(DELETED)} = 0 AND {quote_identifier(VERSION)} >= "
+        f"{{w{number}:UInt64}} AND {match}"
     )
-    formats = {column.name: "bytes" for column in selected if _is_text(column)}
-    width = len(key)
-    stored = {
-        _comparable(values[:width]): values[width:]
-        for values in backend.query_rows(sql, {"keys": bound, "w": watermark}, formats)
-    }
+    columns: list[str] = []
+    for position, column in enumerate(selected):
+        alias = f"c{number}_{position}"
+        columns.append(f"arrayMap(r -> tupleElement(r, {position + 1}), {_STORED}) AS {alias}")
+        if _is_text(column):
+            formats[alias] = "bytes"
+    return f"(SELECT {', '.join(columns)} FROM ({rows})) AS q{number}"
+
+
+# the subquery's column of stored rows (a data column cannot be named _fanout_*)
+_STORED = quote_identifier("_fanout_stored")
+
+
+def _carry(
+    read: StoredRead, written: dict[int, tuple[Any, ...]], stored_rows: Iterable[tuple[Any, ...]]
+) -> Carried:
+    """Each partial row's missing values from the stored row of its key."""
+    width = len(read.schema.key)
+    stored = {_comparable(values[:width]): values[width:] for values in stored_rows}
+    partial = read.partial
     carried = Carried(columns=frozenset(partial.columns))
     position = {name: offset for offset, name in enumerate(partial.columns)}
     for index, lacks in partial.missing.items():
