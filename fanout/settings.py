@@ -453,7 +453,8 @@ class KafkaSettings(_Section):
                 " is avro"
             )
         registry = self.schema_registry
-        # A look-up blocks the poll loop: it must end before the group (and liveness) gives up.
+        # A look-up blocks the poll loop: it must end before the group and liveness give up
+        # (``/healthz`` calls a loop stalled after max_poll_interval_ms too, ``runtime.app``).
         if (
             avro
             and registry.unavailable_after_s + registry.timeout_s
@@ -461,7 +462,8 @@ class KafkaSettings(_Section):
         ):
             raise ValueError(
                 "kafka.schema_registry.unavailable_after_s + timeout_s must stay below"
-                " kafka.max_poll_interval_ms (the consumer would leave its group while waiting)"
+                " kafka.max_poll_interval_ms (the consumer would leave its group, and /healthz"
+                " call the worker stalled, while waiting)"
             )
         return self
 

@@ -26,6 +26,7 @@ types the JSON path knows: decimal, date, time-millis, timestamp-millis.
 from __future__ import annotations
 
 import io
+import threading
 from base64 import b64encode
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -286,16 +287,19 @@ class Framing(Protocol):
     def __call__(self, what: str, build: Callable[[Any], P]) -> Parser[P]: ...
 
 
-def framing_for(kafka: KafkaSettings, on_registry: Watch | None = None) -> Framing:
+def framing_for(
+    kafka: KafkaSettings, on_registry: Watch | None = None, stop: threading.Event | None = None
+) -> Framing:
     """The framing ``kafka.value_format`` / ``key_format`` choose; one registry client for both
-    (``on_registry`` hears while the registry is unavailable, see ``registry.SchemaRegistry``)."""
+    (``on_registry`` hears while the registry is unavailable, ``stop`` ends its retries; see
+    ``registry.SchemaRegistry``)."""
     key_format = kafka.key_format or kafka.value_format
     if "avro" not in (key_format, kafka.value_format):
         return PlanCache
     if on_registry is None:
-        registry = SchemaRegistry.connect(kafka.schema_registry)
+        registry = SchemaRegistry.connect(kafka.schema_registry, stop=stop)
     else:
-        registry = SchemaRegistry.connect(kafka.schema_registry, on_registry)
+        registry = SchemaRegistry.connect(kafka.schema_registry, on_registry, stop)
 
     def framing(what: str, build: Callable[[Any], P]) -> Parser[P]:
         form = key_format if what == "key" else kafka.value_format

@@ -29,6 +29,7 @@ distinct schema (``_envelope_json.PlanCache``), so it is neither parsed nor walk
 from __future__ import annotations
 
 import fnmatch
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -225,15 +226,21 @@ class Decoder:
         self._keys = framing("key", _key_plan)
 
     @classmethod
-    def from_settings(cls, kafka: KafkaSettings, on_registry: Watch | None = None) -> Decoder:
+    def from_settings(
+        cls,
+        kafka: KafkaSettings,
+        on_registry: Watch | None = None,
+        stop: threading.Event | None = None,
+    ) -> Decoder:
         """The decoder the ``kafka`` settings describe (version sources, tombstones, forms,
-        placeholders); ``on_registry`` hears while an Avro schema registry is unavailable."""
+        placeholders); ``on_registry`` hears while an Avro schema registry is unavailable,
+        ``stop`` (set) ends the registry's retries."""
         return cls(
             kafka.version_source,
             kafka.tombstones,
             kafka.flattened_topics,
             kafka.unavailable_value_placeholders,
-            framing_for(kafka, on_registry),
+            framing_for(kafka, on_registry, stop),
         )
 
     def decode(self, origin: Origin) -> ChangeEvent | None:

@@ -16,13 +16,15 @@ Errors, in the classes of ``fanout.errors``:
   ``unavailable_after_s``, then ConfigError naming the URL (nothing is dead-lettered because
   the registry is down, and nothing waits forever without the operator being told). While it
   retries, ``on_unavailable`` hears why (the worker's ``/readyz`` says so), and ``None`` once
-  the registry answers again or the retries end.
+  the registry answers again or the retries end. A ``stop`` event set meanwhile (the worker
+  told to stop) ends the wait at once with RetryableError: the record is consumed again later.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -58,8 +60,10 @@ class SchemaRegistry:
         unavailable_after_s: float = 60.0,
         on_unavailable: Watch = _unwatched,
         clock: Callable[[], float] = time.monotonic,
+        stop: threading.Event | None = None,
     ) -> None:
         self.url = url
+        self._stop = stop or threading.Event()  # never set: a plain sleep
         self._fetch = fetch
         self._unavailable_after_s = unavailable_after_s
         self._on_unavailable = on_unavailable
@@ -70,9 +74,13 @@ class SchemaRegistry:
 
     @classmethod
     def connect(
-        cls, settings: SchemaRegistrySettings, on_unavailable: Watch = _unwatched
+        cls,
+        settings: SchemaRegistrySettings,
+        on_unavailable: Watch = _unwatched,
+        stop: threading.Event | None = None,
     ) -> SchemaRegistry:
-        """A registry client for ``kafka.schema_registry`` settings (url, auth, CA, timeouts)."""
+        """A registry client for ``kafka.schema_registry`` settings (url, auth, CA, timeouts);
+        ``stop`` cuts a retry's wait short."""
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
         client = SchemaRegistryClient(client_config(settings))
@@ -86,7 +94,9 @@ class SchemaRegistry:
                 )
             return str(schema.schema_str)
 
-        return cls(str(settings.url), fetch, settings.unavailable_after_s, on_unavailable)
+        return cls(
+            str(settings.url), fetch, settings.unavailable_after_s, on_unavailable, stop=stop
+        )
 
     def schema(self, schema_id: int) -> Any:
         """The parsed writer schema (JSON: a dict, list or name) registered under ``schema_id``."""
@@ -131,7 +141,11 @@ class SchemaRegistry:
                     log.warning("schema registry unavailable, retrying: %s", exc)
                     self._on_unavailable(f"schema registry {self.url} unavailable: {exc}")
                     told = True
-                    time.sleep(min(backoff, remaining))  # nothing to decode until it answers
+                    # Nothing to decode until it answers; a stop must not wait out the window.
+                    if self._stop.wait(min(backoff, remaining)):
+                        raise RetryableError(
+                            f"stopped while the schema registry {self.url} was unavailable"
+                        ) from exc
                     backoff = min(backoff * 2, _MAX_BACKOFF_S)
         finally:
             if told:

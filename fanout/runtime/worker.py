@@ -159,7 +159,7 @@ class SinkWorker:
         self.status.hung_after_s = self._sink_settings.hung_after_s
         self._options = options or WorkerOptions()
         self._stop = threading.Event()
-        self._decoder = Decoder.from_settings(settings.kafka, self._note_registry)
+        self._decoder = Decoder.from_settings(settings.kafka, self._note_registry, self._stop)
         self._router = self._options.router or Router(self._sink_settings.routing, sink_name)
         self._pending: _Batch | None = None  # polled, not handed to the sink yet
         self._in_flight: _InFlight | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import urllib.error
 import urllib.request
@@ -272,3 +273,32 @@ def test_readyz_names_the_registry_while_it_is_away_and_is_200_once_it_is_back(
     finally:
         proxy.down()
         pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(prefix)))
+
+
+def test_a_worker_told_to_stop_while_the_registry_is_away_exits_0_without_waiting_it_out(
+    endpoints: Endpoints, tmp_path: Path, workers: list[Any]
+) -> None:
+    """SIGTERM during the registry's retries: the worker stops (exit 0) and commits nothing of
+    the undecoded record, which the next worker consumes again; it does not wait out
+    ``unavailable_after_s`` (then exit 2 with a configuration error)."""
+    schema = avro_schema(ENVELOPE)
+    schema_id = register(schema)
+    upstream = urlsplit(REGISTRY)
+    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 80))  # not up: away
+    prefix = unique("avrostop")
+    topic = create_topic(f"{prefix}.public.items", partitions=1)
+    produce(topic, [(key(1), frame(schema_id, schema, avro_datum(ENVELOPE, insert(1, 100))))])
+    url = f"{proxy.url}/apis/ccompat/v7"
+    registry = {"url": url, "unavailable_after_s": 280, "timeout_s": 2}  # < max.poll 300 s
+    settings = config(prefix, topic, endpoints, registry)
+    port = settings["metrics"]["port"] = free_port()
+    worker = WorkerProcess("postgres", settings, tmp_path)
+    workers.append(worker.start())
+    try:
+        wait_for(lambda: "schema registry" in str(readyz(port)[1]), 60, "the registry retried")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout_s=90) == 0, worker.log()[-3000:]  # hang guard, not a bound
+        assert "configuration error" not in worker.log()
+        assert committed_offsets(f"{prefix}-postgres", [topic]) == {(topic, 0): -1001}  # none
+    finally:
+        proxy.down()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from fanout.debezium.registry import MISSING_FOR_S, MISSING_MAX, SchemaRegistry, client_config
-from fanout.errors import ConfigError, DecodeError
+from fanout.errors import ConfigError, DecodeError, RetryableError
 from fanout.settings import SchemaRegistrySettings, load_settings
 
 
@@ -127,3 +128,20 @@ def test_the_unknown_ids_remembered_are_bounded_oldest_forgotten_first() -> None
     with pytest.raises(DecodeError):
         registry.schema(0)  # forgotten: asked again
     assert registry_has_none.requests == [*range(MISSING_MAX + 1), 0]
+
+
+def test_a_stop_ends_the_retries_of_a_registry_that_is_away() -> None:
+    """A worker told to stop does not wait out ``unavailable_after_s`` (nor calls it a
+    configuration error): the record is consumed again by the next worker."""
+    calls: list[int] = []
+
+    def fetch(schema_id: int) -> str:
+        calls.append(schema_id)
+        raise SchemaRegistryError(503, 50003, "unavailable")
+
+    stop = threading.Event()
+    stop.set()
+    registry = SchemaRegistry("http://registry.test", fetch, unavailable_after_s=3600, stop=stop)
+    with pytest.raises(RetryableError, match="stopped while the schema registry"):
+        registry.schema(1)
+    assert calls == [1]
