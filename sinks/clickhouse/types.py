@@ -567,7 +567,7 @@ def _to_utc(value: Any) -> Any:
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    if _FLOAT_EXACT_YEARS[0] <= value.year <= _FLOAT_EXACT_YEARS[1]:
+    if _FIRST_EXACT_YEAR <= value.year <= _LAST_EXACT_YEAR:
         return value
     return _WholeSeconds(
         value.year, value.month, value.day, value.hour, value.minute, value.second,
@@ -581,7 +581,7 @@ def _to_utc(value: Any) -> Any:
 # 23:59:59.999999 as 0001-01-02 00:00:00.999999). For a datetime that is not exactly a datetime
 # the driver works out the whole seconds by round(timestamp() - fraction) instead, which is exact
 # for every year 1 .. 9999; only such rare datetimes pay for the copy.
-_FLOAT_EXACT_YEARS = (1427, 2513)  # 2^34 s is 544.4 years either side of 1970
+_FIRST_EXACT_YEAR, _LAST_EXACT_YEAR = 1427, 2513  # 2^34 s is 544.4 years either side of 1970
 
 
 class _WholeSeconds(dt.datetime):
