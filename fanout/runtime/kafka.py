@@ -9,7 +9,10 @@ in one line what is wrong if none does.
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -23,6 +26,7 @@ LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 PROBE_TIMEOUT_S = 10.0
 END_OFFSETS_TIMEOUT_S = 2.0
 OFFSET_LATEST = -1  # ListOffsets' timestamp for "the partition's end"
+OFFSET_EARLIEST = -2  # and for "its beginning"
 # Settings the KIP-848 consumer protocol (group.protocol=consumer) takes from the broker; the
 # client refuses to start if they are set.
 _CLASSIC_ONLY = ("session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy")
@@ -65,6 +69,10 @@ def dlq_topic(kafka: KafkaSettings, sink: str) -> str:
 
 
 def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consumer:
+    return Consumer(_logged(consumer_config(kafka, group, **overrides)))
+
+
+def consumer_config(kafka: KafkaSettings, group: str, **overrides: Any) -> dict[str, Any]:
     # Pre-fetch buffers first so raw settings (kafka.extra) can still replace them.
     conf: dict[str, Any] = {
         "fetch.min.bytes": 1,
@@ -92,7 +100,7 @@ def make_consumer(kafka: KafkaSettings, group: str, **overrides: Any) -> Consume
     if conf.get("group.protocol") == "consumer":
         for name in _CLASSIC_ONLY:
             conf.pop(name, None)
-    return Consumer(_logged(conf))
+    return conf
 
 
 def consumer_fatal(error: KafkaError, kafka: KafkaSettings, group: str) -> ConsumerFatal | None:
@@ -130,9 +138,98 @@ def end_offsets(
     ``get_watermark_offsets(cached=True)`` is free but only as fresh as the last fetch, and a
     paused partition fetches nothing.
     """
-    latest = [TopicPartition(tp.topic, tp.partition, OFFSET_LATEST) for tp in partitions]
+    return _offsets_at(consumer, partitions, OFFSET_LATEST, timeout_s)
+
+
+def group_backlog(
+    consumer: Consumer, topics: list[str], timeout_s: float = END_OFFSETS_TIMEOUT_S
+) -> dict[tuple[str, int], int]:
+    """Messages ``consumer``'s group has still to read in each partition of ``topics`` (names,
+    or ``^regex`` as subscribed), as the brokers say now, without joining the group: one
+    metadata request, one OffsetFetch, ListOffsets per partition leader, each waited for at
+    most ``timeout_s``. A partition the group never committed in counts from its beginning
+    (``auto.offset.reset`` earliest). {} if the brokers do not answer in time."""
     try:
-        answered = consumer.offsets_for_times(latest, timeout=timeout_s)
+        listed = consumer.list_topics(timeout=timeout_s).topics
+        partitions = [
+            TopicPartition(name, partition)
+            for name, topic in sorted(listed.items())
+            if topic.error is None and _subscribed(name, topics)
+            for partition in topic.partitions
+        ]
+        if not partitions:
+            return {}
+        committed = consumer.committed(partitions, timeout=timeout_s)
+    except KafkaException:
+        return {}
+    ends = end_offsets(consumer, partitions, timeout_s)
+    never = [tp for tp in committed if tp.error is None and tp.offset < 0]
+    starts = _offsets_at(consumer, never, OFFSET_EARLIEST, timeout_s) if never else {}
+    backlog: dict[tuple[str, int], int] = {}
+    for tp in committed:
+        where = (tp.topic, tp.partition)
+        read_up_to = tp.offset if tp.offset >= 0 else starts.get(where, -1)
+        end = ends.get(where, -1)
+        if tp.error is None and read_up_to >= 0 and end >= 0:
+            backlog[where] = max(0, end - read_up_to)
+    return backlog
+
+
+Backlog = dict[tuple[str, int], int]  # (topic, partition) -> messages the group has to read
+
+
+class BacklogProbe:
+    """A group's backlog (:func:`group_backlog`) asked in the background, so the caller's loop
+    keeps turning while the brokers answer (or do not): one ask at a time, through a consumer of
+    the group that never subscribes, made at the first ask. ``report`` hears each answer."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        group: str,
+        topics: list[str],
+        report: Callable[[Backlog], None],
+        **overrides: Any,
+    ) -> None:
+        self._config = consumer_config(kafka, group, **overrides)
+        self._topics = topics
+        self._report = report
+        self._consumer: Consumer | None = None
+        self._asking: threading.Thread | None = None
+
+    def ask(self) -> None:
+        """Ask again, unless the last ask is still waiting for its answer."""
+        if self._asking is None or not self._asking.is_alive():
+            self._asking = threading.Thread(target=self._ask, name="lag-probe", daemon=True)
+            self._asking.start()
+
+    def _ask(self) -> None:
+        if self._consumer is None:
+            self._consumer = Consumer(_logged(self._config))
+        self._report(group_backlog(self._consumer, self._topics))
+
+    def close(self) -> None:
+        """After the ask in progress (bounded by its timeouts), so no answer comes later."""
+        if self._asking is not None:
+            self._asking.join()
+        if self._consumer is not None:
+            self._consumer.close()
+
+
+def _subscribed(topic: str, subscription: list[str]) -> bool:
+    return any(
+        re.match(entry, topic) if entry.startswith("^") else entry == topic
+        for entry in subscription
+    )
+
+
+def _offsets_at(
+    consumer: Consumer, partitions: list[TopicPartition], timestamp: int, timeout_s: float
+) -> dict[tuple[str, int], int]:
+    """Each partition's offset at a ListOffsets ``timestamp`` (OFFSET_LATEST: the end)."""
+    wanted = [TopicPartition(tp.topic, tp.partition, timestamp) for tp in partitions]
+    try:
+        answered = consumer.offsets_for_times(wanted, timeout=timeout_s)
     except KafkaException:
         return {}
     return {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}

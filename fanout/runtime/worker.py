@@ -167,6 +167,7 @@ class SinkWorker:
         self._paused = False
         self._next_lag_report = 0.0
         self._consumer: Consumer | None = None
+        self._lag_probe: kafka_clients.BacklogProbe | None = None  # lag before the group is joined
         self._consumer_dead = False  # librdkafka declared it dead (a fatal error)
         self._refused_since: float | None = None  # first refusal of a rejoinable fatal error
         self._dlq: DeadLetterQueue | None = None
@@ -228,11 +229,13 @@ class SinkWorker:
                 self._note_down(
                     RetryableError(sink_unreachable(self.sink_name, self._sink_settings, exc))
                 )
+                self._report_backlog()
                 self._stop.wait(backoff)
                 backoff = min(backoff * retry.multiplier, retry.max_backoff_ms / 1000)
                 continue
             self.status.opened = True
             self._note_up()
+            self._close_lag_probe()  # the consumer reports lag from now on
             return
 
     def _rejoin(self, fatal: kafka_clients.ConsumerFatal, group: str) -> None:
@@ -289,6 +292,8 @@ class SinkWorker:
             if remaining <= 0:
                 return
             if self._consumer is None or self._consumer_dead:
+                if self._consumer is None:  # stopped while opening the sink
+                    self._report_backlog()
                 self._stop.wait(min(remaining, 1.0))
             else:  # rebalances are served, nothing is delivered (paused)
                 self._maybe_report_lag()
@@ -321,6 +326,7 @@ class SinkWorker:
                 log.exception("DLQ flush failed at shutdown", extra={"sink": self.sink_name})
         if self._consumer is not None:
             self._consumer.close()
+        self._close_lag_probe()
         self._sink.close()
         log.info("worker stopped", extra={"sink": self.sink_name})
 
@@ -671,6 +677,33 @@ class SinkWorker:
                 metrics.CONSUMER_LAG.labels(self.sink_name, tp.topic, str(tp.partition)).set(
                     max(0, high - tp.offset)
                 )
+
+    def _report_backlog(self) -> None:
+        """Lag before there is a consumer (the sink does not open yet): every
+        LAG_REPORT_INTERVAL_S the brokers say what the group has still to read, its committed
+        offsets against the partitions' ends, asked in the background (``kafka.BacklogProbe``)."""
+        now = time.monotonic()
+        if now < self._next_lag_report:
+            return
+        self._next_lag_report = now + LAG_REPORT_INTERVAL_S
+        kafka = self._settings.kafka
+        if self._lag_probe is None:
+            group = self._options.group or kafka_clients.group_id(kafka, self.sink_name)
+            topics = self._options.topics or kafka.subscription()
+            overrides = self._options.consumer_overrides
+            self._lag_probe = kafka_clients.BacklogProbe(
+                kafka, group, topics, self._set_lag, **overrides
+            )
+        self._lag_probe.ask()
+
+    def _set_lag(self, backlog: kafka_clients.Backlog) -> None:
+        for (topic, partition), behind in backlog.items():
+            metrics.CONSUMER_LAG.labels(self.sink_name, topic, str(partition)).set(behind)
+
+    def _close_lag_probe(self) -> None:
+        if self._lag_probe is not None:
+            self._lag_probe.close()
+            self._lag_probe = None
 
 
 def _ages_s(timestamps: list[int]) -> list[float]:
