@@ -613,7 +613,15 @@ _ZEROS: dict[str, Any] = {
 
 def converter_for(column: TableColumn) -> Converter | None:
     """How a non-NULL value is prepared for ``column``; None when it goes in as it is."""
+    if column.kind == "array" and column.item_kind == "datetime":
+        return _items_to_utc  # as for a scalar: else local time, and a second late far out
     return _CONVERTERS.get(column.kind)
+
+
+def _items_to_utc(values: Any) -> Any:
+    if not isinstance(values, list):
+        return values
+    return [None if value is None else _to_utc(value) for value in values]
 
 
 def zero_for(column: TableColumn) -> Any:

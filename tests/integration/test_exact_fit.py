@@ -7,6 +7,7 @@ ClickHouse (both modes), on tables made beforehand as a user would make them.
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -400,3 +401,30 @@ def test_clickhouse_refuses_an_array_element_its_column_would_round_or_could_not
     failures, rows = ch_write(ch_sink, column_type, batch(values, array_of(items)))
     assert refused(failures, contains=["an element of", column_type]) == bad
     assert rows == {key: value for key, value in enumerate(values, 1) if key not in bad}
+
+
+def test_clickhouse_keeps_timestamps_in_an_array_exact_whatever_the_local_zone(
+    ch_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The driver takes a naive datetime as local time, and far from 1970 its float timestamp()
+    # rounds 23:59:59.999999 up a second: array elements went in so (scalars did not).
+    values = [[dt.datetime(2024, 5, 1, 12), None], [dt.datetime(1200, 1, 1, 23, 59, 59, 999999)]]
+    sink = ClickHouseSink(ClickHouseSettings(**ch_settings))
+    sink.open()
+    try:
+        monkeypatch.setenv("TZ", "America/New_York")  # only around the write: the encoding
+        time.tzset()
+        try:
+            failures = list(sink.write(batch(values, array_of("timestamp"))))
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+        assert failures == []
+        rows = sink.backend.query_rows("SELECT id, toString(n) FROM `t` FINAL ORDER BY id")
+        assert rows == [
+            (1, "['2024-05-01 12:00:00.000000',NULL]"),
+            (2, "['1200-01-01 23:59:59.999999']"),
+        ]
+    finally:
+        sink.backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(ch_settings['database'])}")
+        sink.close()

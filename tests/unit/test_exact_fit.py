@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from fanout.events import Column
-from sinks.clickhouse.types import table_column_from_catalog
+from sinks.clickhouse.types import converter_for, table_column_from_catalog
 from sinks.clickhouse.types import value_check as ch_value_check
 from sinks.postgres.types import PgColumn, numeric_fits, widened_type
 from sinks.postgres.types import value_check as pg_value_check
@@ -232,3 +232,14 @@ def test_clickhouse_checks_array_elements_as_it_checks_a_scalar() -> None:
     assert decimals([Decimal("123456789")]) is not None
     ints = array_check("Array(Nullable(Int32))", "int64")
     assert callable(ints) and ints([2**31 - 1]) is None and ints([1, 2**31]) is not None
+
+
+def test_clickhouse_prepares_timestamps_in_an_array_as_it_does_a_scalar() -> None:
+    column = table_column_from_catalog("n", "Array(Nullable(DateTime64(6, 'UTC')))", "")
+    convert = converter_for(column)
+    assert convert is not None
+    naive, far = dt.datetime(2024, 5, 1, 12), dt.datetime(1200, 1, 1, 23, 59, 59, 999999)
+    converted = convert([naive, None, far])
+    assert converted == [naive.replace(tzinfo=dt.UTC), None, far.replace(tzinfo=dt.UTC)]
+    assert type(converted[0]) is dt.datetime  # the common case is a plain datetime
+    assert type(converted[2]) is not dt.datetime  # far out: the driver's exact path
