@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from clickhouse_connect.driver.client import Client as ClickHouseClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
+from fanout.events import Origin
 from sinks.clickhouse.types import quote_identifier
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
@@ -211,6 +214,45 @@ def start_workers(
     return started
 
 
+@contextmanager
+def private_sinks(
+    name: str, endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
+) -> Iterator[StackSinks]:
+    """The targets of a new prefix ``unique(name)`` (for ``stack_config``), dropped afterwards."""
+    sinks = StackSinks(unique(name), endpoints, pg, clickhouse)
+    try:
+        yield sinks
+    finally:
+        sinks.drop()
+
+
+def sinks_fixture(name: str, fixture: str = "targets", prefix_only: bool = False) -> Any:
+    """A fixture for a test module (``targets = sinks_fixture("fidx")``): the ``StackSinks``
+    of ``private_sinks(name, …)``, or its prefix alone with ``prefix_only``."""
+
+    @pytest.fixture(name=fixture)
+    def made(
+        endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
+    ) -> Iterator[StackSinks | str]:
+        with private_sinks(name, endpoints, pg, clickhouse) as sinks:
+            yield sinks.prefix if prefix_only else sinks
+
+    return made
+
+
+def deliver(
+    targets: StackSinks,
+    table: SourceTable,
+    workdir: Path,
+    workers: list[Any],
+    batch: dict[str, int],
+    sinks: Iterable[str] = ALL_SINKS,
+) -> dict[str, WorkerProcess]:
+    """A worker per sink (``start_workers``) reading the captured ``table`` into ``targets``."""
+    config = stack_config(targets.prefix, table.topic, targets.endpoints, batch, sinks)
+    return start_workers(config, workdir, workers, sinks)
+
+
 def dead_letters(prefix: str, sink: str) -> int:
     """How many records the sink's DLQ topic holds."""
     return sum(end_offsets([f"{prefix}.dlq.{sink}"]).values())
@@ -272,14 +314,46 @@ def differences(
 
 
 def settle(
-    table: SourceTable, config: dict[str, Any], records: int, timeout_s: float = 120
+    table: SourceTable, running: dict[str, WorkerProcess], records: int, timeout_s: float = 120
 ) -> None:
-    """Until the connector has written ``records`` messages of ``table`` and every sink's
-    consumer group of ``config`` has committed them all (applied or dead-lettered)."""
+    """Until the connector has written ``records`` messages of ``table`` and the consumer group
+    of every worker of ``running`` has committed them all (applied or dead-lettered)."""
     read_topic(bootstrap(), table.topic, expect=records, timeout_s=timeout_s)
-    kafka = config["kafka"]
-    for sink in config["sinks"]:
-        wait_caught_up(f"{kafka['group_prefix']}-{sink}", [table.topic], timeout_s=timeout_s)
+    caught_up(running, timeout_s)
+
+
+def caught_up(running: dict[str, WorkerProcess], timeout_s: float = 180) -> None:
+    """Until the consumer group of every worker of ``running`` has committed the end of its
+    topics (every record applied or dead-lettered)."""
+    for sink, worker in running.items():
+        kafka = worker.config["kafka"]
+        wait_caught_up(f"{kafka['group_prefix']}-{sink}", kafka["topics"], timeout_s=timeout_s)
+
+
+def topic_records(bootstrap: str, topic: str, expect: int) -> list[Origin]:
+    """The first ``expect`` records of ``topic`` (its one partition, as the connector makes
+    it) as a worker gets them: bytes, timestamps, headers."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("fid-read")})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    records: list[Origin] = []
+
+    def read() -> bool:
+        for m in consumer.consume(100, timeout=0.5):
+            if m.error() is None:
+                given = m.headers() or []
+                pairs = given.items() if isinstance(given, dict) else given
+                headers = tuple((k, v if isinstance(v, bytes) else b"") for k, v in pairs)
+                stamp = m.timestamp()[1]
+                records.append(
+                    Origin(topic, 0, m.offset() or 0, stamp, m.key(), m.value(), headers)
+                )
+        return len(records) >= expect
+
+    try:
+        wait_for(read, 90, f"{expect} records on {topic}")
+    finally:
+        consumer.close()
+    return records
 
 
 def _diff(got: Rows, want: Rows) -> str:

@@ -7,6 +7,8 @@ import datetime as dt
 import json
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,11 +19,17 @@ from clickhouse_connect.driver.client import Client as ClickHouseClient
 from psycopg import sql
 
 from tests.integration.conftest import Endpoints
-from tests.integration.fidelity_support import ALL_SINKS, stack_config
+from tests.integration.fidelity_support import (
+    ALL_SINKS,
+    caught_up,
+    source_table,
+    stack_config,
+)
+from tests.integration.fidelity_support import start_workers as start_sink_workers
 from tests.integration.ops_support import fanout
 from tests.support.debezium_connector import SourceDb
 from tests.support.debezium_connector import read_topic as read_connector_topic
-from tests.support.pipeline import WorkerProcess, bootstrap, wait_caught_up
+from tests.support.pipeline import bootstrap
 
 COLUMNS = (
     "id int PRIMARY KEY, name text NOT NULL, amount numeric(12,2), ratio real, score float8, "
@@ -61,9 +69,12 @@ def row(ident: int) -> tuple[Any, ...]:
     )
 
 
-def create_table(conn: psycopg.Connection[Any], table: str, count: int) -> None:
-    conn.execute(sql.SQL(f"CREATE TABLE {{}} ({COLUMNS})").format(sql.Identifier(table)))
-    insert(conn, table, range(1, count + 1))
+@contextmanager
+def many_types_table(conn: psycopg.Connection[Any], prefix: str, count: int) -> Iterator[str]:
+    """A new source table of ``COLUMNS`` holding rows 1 to ``count``, dropped afterwards."""
+    with source_table(conn, prefix, COLUMNS) as table:
+        insert(conn, table.name, range(1, count + 1))
+        yield table.name
 
 
 def insert(conn: psycopg.Connection[Any], table: str, idents: range | list[int]) -> None:
@@ -93,15 +104,7 @@ def start_workers(config: dict[str, Any], tmp_path: Path, workers: list[Any], re
     exist yet), then until every sink caught up."""
     (topic,) = config["kafka"]["topics"]
     read_connector_topic(config["kafka"].get("bootstrap_servers", bootstrap()), topic, records, 90)
-    for sink in ALL_SINKS:
-        workers.append(WorkerProcess(sink, config, tmp_path).start())
-    caught_up(config)
-
-
-def caught_up(config: dict[str, Any]) -> None:
-    prefix, topics = config["kafka"]["group_prefix"], config["kafka"]["topics"]
-    for sink in ALL_SINKS:
-        wait_caught_up(f"{prefix}-{sink}", topics, timeout_s=180)
+    caught_up(start_sink_workers(config, tmp_path, workers))
 
 
 def verify(config_path: Path, sink: str, *args: str) -> tuple[int, dict[str, Any]]:

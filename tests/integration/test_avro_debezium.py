@@ -21,12 +21,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from fanout.debezium.envelope import Decoder
-from fanout.events import ChangeEvent, Origin
+from fanout.events import ChangeEvent
 from fanout.settings import load_settings
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
@@ -36,15 +34,16 @@ from tests.integration.fidelity_support import (
     StackSinks,
     capture,
     dead_letters,
+    sinks_fixture,
     source_table,
     stack_config,
+    topic_records,
 )
 from tests.support.pipeline import (
     WorkerProcess,
     create_topic,
     unique,
     wait_caught_up,
-    wait_for,
 )
 
 REGISTRY = os.environ.get("DEVSTACK_REGISTRY_URL", "http://127.0.0.1:8081").rstrip("/")
@@ -113,30 +112,15 @@ def table(source_pg: psycopg.Connection[Any]) -> Iterator[SourceTable]:
         source_pg.execute(sql.SQL("DROP TYPE IF EXISTS {}").format(sql.Identifier(mood)))
 
 
+json_sinks = sinks_fixture("avroj", "json_sinks")  # where the JSON topic is delivered
+avro_sinks = sinks_fixture("avroa", "avro_sinks")  # and the Avro one
+
+
 def change(table: SourceTable) -> None:
     for row in ROWS:
         table.run(INSERT, *row)
     table.run("UPDATE {t} SET price = 99999999.99, tags = ARRAY['x'] WHERE id = 1")
     table.run("DELETE FROM {t} WHERE id = 3")
-
-
-def records(topic: str, bootstrap: str, expect: int) -> list[Origin]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("avro-read")})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    found: list[Origin] = []
-
-    def read() -> bool:
-        for m in consumer.consume(100, timeout=0.5):
-            if m.error() is None:
-                stamp = m.timestamp()[1]
-                found.append(Origin(topic, 0, m.offset() or 0, stamp, m.key(), m.value()))
-        return len(found) >= expect
-
-    try:
-        wait_for(read, 90, f"{expect} records on {topic}")
-    finally:
-        consumer.close()
-    return found
 
 
 def same(left: ChangeEvent | None, right: ChangeEvent | None) -> None:
@@ -157,12 +141,11 @@ def same(left: ChangeEvent | None, right: ChangeEvent | None) -> None:
 
 def test_each_change_decodes_alike_from_avro_and_json_and_every_sink_holds_the_same_rows(
     registry_up: None,
-    source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
     table: SourceTable,
     endpoints: Endpoints,
-    pg: psycopg.Connection[Any],
-    clickhouse: ClickHouseClient,
+    json_sinks: StackSinks,
+    avro_sinks: StackSinks,
     tmp_path: Path,
     workers: list[Any],
 ) -> None:
@@ -171,42 +154,35 @@ def test_each_change_decodes_alike_from_avro_and_json_and_every_sink_holds_the_s
     avro_topic = create_topic(f"{avro_prefix}.public.{table.name}", partitions=1)
     debezium(avro_prefix, [f"public.{table.name}"], overrides=avro_converters())
 
-    prefixes = {"json": unique("avroj"), "avro": unique("avroa")}
-    targets = {
-        form: StackSinks(prefix, endpoints, pg, clickhouse) for form, prefix in prefixes.items()
-    }
+    targets = {"json": json_sinks, "avro": avro_sinks}
     batch = {"max_events": 4, "max_wait_ms": 100}
     configs = {
-        "json": stack_config(prefixes["json"], json_topic, endpoints, batch),
-        "avro": stack_config(prefixes["avro"], avro_topic, endpoints, batch),
+        "json": stack_config(json_sinks.prefix, json_topic, endpoints, batch),
+        "avro": stack_config(avro_sinks.prefix, avro_topic, endpoints, batch),
     }
     configs["avro"]["kafka"] |= {"value_format": "avro", "schema_registry": {"url": CCOMPAT}}
-    try:
-        for config in configs.values():
-            workers.append(WorkerProcess(None, config, tmp_path).start())
-        change(table)
+    for config in configs.values():
+        workers.append(WorkerProcess(None, config, tmp_path).start())
+    change(table)
 
-        json_records = records(json_topic, endpoints.kafka_bootstrap, CHANGES)
-        avro_records = records(avro_topic, endpoints.kafka_bootstrap, CHANGES)
-        assert all(r.value is None or r.value[:1] == b"\x00" for r in avro_records)
-        avro_decoder = Decoder.from_settings(load_settings(**configs["avro"]).kafka)
-        json_decoder = Decoder()
-        from_avro = [avro_decoder.decode(r) for r in avro_records]
-        from_json = [json_decoder.decode(r) for r in json_records]
-        for avro_event, json_event in zip(from_avro, from_json, strict=True):
-            same(avro_event, json_event)
+    json_records = topic_records(endpoints.kafka_bootstrap, json_topic, CHANGES)
+    avro_records = topic_records(endpoints.kafka_bootstrap, avro_topic, CHANGES)
+    assert all(r.value is None or r.value[:1] == b"\x00" for r in avro_records)
+    avro_decoder = Decoder.from_settings(load_settings(**configs["avro"]).kafka)
+    json_decoder = Decoder()
+    from_avro = [avro_decoder.decode(r) for r in avro_records]
+    from_json = [json_decoder.decode(r) for r in json_records]
+    for avro_event, json_event in zip(from_avro, from_json, strict=True):
+        same(avro_event, json_event)
 
-        for form, config in configs.items():
-            topic = config["kafka"]["topics"][0]
-            for sink in ALL_SINKS:
-                wait_caught_up(f"{prefixes[form]}-{sink}", [topic], timeout_s=180)
-                assert dead_letters(prefixes[form], sink) == 0, (form, sink)
-        columns = table.columns()
+    for form, config in configs.items():
+        topic, prefix = config["kafka"]["topics"][0], targets[form].prefix
         for sink in ALL_SINKS:
-            from_json_rows = targets["json"].read(sink, table.name, columns, table.key)
-            from_avro_rows = targets["avro"].read(sink, table.name, columns, table.key)
-            assert sorted(from_avro_rows) == [(1,), (2,)], sink
-            assert repr(from_avro_rows) == repr(from_json_rows), sink  # NaN as NaN
-    finally:
-        for target in targets.values():
-            target.drop()
+            wait_caught_up(f"{prefix}-{sink}", [topic], timeout_s=180)
+            assert dead_letters(prefix, sink) == 0, (form, sink)
+    columns = table.columns()
+    for sink in ALL_SINKS:
+        from_json_rows = json_sinks.read(sink, table.name, columns, table.key)
+        from_avro_rows = avro_sinks.read(sink, table.name, columns, table.key)
+        assert sorted(from_avro_rows) == [(1,), (2,)], sink
+        assert repr(from_avro_rows) == repr(from_json_rows), sink  # NaN as NaN

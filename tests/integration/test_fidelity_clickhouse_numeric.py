@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
 
 from fanout.events import ChangeEvent, Column, Op, Origin
 from fanout.settings import ClickHouseSettings
@@ -29,11 +28,11 @@ from tests.integration.fidelity_support import (
     StackSinks,
     capture,
     dead_letters,
+    deliver,
+    sinks_fixture,
     source_table,
-    stack_config,
-    start_workers,
 )
-from tests.support.pipeline import read_topic, unique, wait_caught_up
+from tests.support.pipeline import read_topic, wait_caught_up
 
 VALUES = [
     Decimal("1E-22"),
@@ -45,20 +44,13 @@ VALUES = [
 ]
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    stack = StackSinks(unique("fidchn"), endpoints, pg, clickhouse)
-    yield stack
-    stack.drop()
+targets = sinks_fixture("fidchn")
 
 
 def test_unconstrained_numeric_keeps_every_digit_in_clickhouse(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
     targets: StackSinks,
-    endpoints: Endpoints,
     tmp_path: Path,
     workers: list[Any],
 ) -> None:
@@ -71,8 +63,7 @@ def test_unconstrained_numeric_keeps_every_digit_in_clickhouse(
         read_topic(table.topic, timeout_s=60, expect=len(VALUES))
         source = table.rows()
 
-    config = stack_config(targets.prefix, table.topic, endpoints, {"max_events": 2}, ["clickhouse"])
-    start_workers(config, tmp_path, workers, ["clickhouse"])
+    deliver(targets, table, tmp_path, workers, {"max_events": 2}, ["clickhouse"])
     wait_caught_up(f"{targets.prefix}-clickhouse", [table.topic], timeout_s=120)
     assert dead_letters(targets.prefix, "clickhouse") == 0
 

@@ -26,10 +26,17 @@ from psycopg import sql
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
-from tests.integration.fidelity_support import stack_config
+from tests.integration.fidelity_support import (
+    caught_up,
+    dead_letters,
+    sinks_fixture,
+    source_table,
+    stack_config,
+    start_workers,
+)
 from tests.support.debezium_connector import DebeziumConnector
 from tests.support.debezium_connector import read_topic as read_connector_topic
-from tests.support.pipeline import WorkerProcess, end_offsets, unique, wait_caught_up
+from tests.support.pipeline import unique
 
 SINKS = ("postgres", "clickhouse", "elasticsearch")
 BIG = "1234567890.1234567890123456789"
@@ -91,29 +98,16 @@ def same(actual: Any, expected: Any) -> bool:
     return type(actual) is type(expected) and str(actual) == str(expected)
 
 
-@pytest.fixture
-def prefix(
-    es: Elasticsearch, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[str]:
-    """Names of this test's consumer groups, DLQs, PostgreSQL schema, ClickHouse database and
-    Elasticsearch indices; all dropped afterwards."""
-    name = unique("fidjson")
-    yield name
-    es.options(ignore_status=404).indices.delete(index=f"{name}-*", expand_wildcards="all")
-    pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    clickhouse.command(f"DROP DATABASE IF EXISTS `{name}`")
+# names of a test's consumer groups, DLQs, PostgreSQL schema, ClickHouse database and
+# Elasticsearch indices; all dropped afterwards
+prefix = sinks_fixture("fidjson", "prefix", prefix_only=True)
 
 
 @pytest.fixture
 def table(source_pg: psycopg.Connection[Any]) -> Iterator[str]:
-    name = unique("fid_json")
-    source_pg.execute(
-        sql.SQL(
-            "CREATE TABLE {} (id int PRIMARY KEY, doc jsonb, raw json, n bigint, note text)"
-        ).format(sql.Identifier(name))
-    )
-    yield name
-    source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    columns = "id int PRIMARY KEY, doc jsonb, raw json, n bigint, note text"
+    with source_table(source_pg, "fid_json", columns) as made:
+        yield made.name
 
 
 def insert(
@@ -124,20 +118,6 @@ def insert(
     )
     for ident, (doc, raw) in rows.items():
         conn.execute(statement, (ident, doc, raw, 2**63 - ident, f"row {ident}"))
-
-
-def run_workers(
-    config: dict[str, Any], sinks: tuple[str, ...], tmp_path: Path, workers: list[Any]
-) -> None:
-    for sink in sinks:
-        workers.append(WorkerProcess(sink, config, tmp_path).start())
-    prefix, topics = config["kafka"]["group_prefix"], config["kafka"]["topics"]
-    for sink in sinks:
-        wait_caught_up(f"{prefix}-{sink}", topics, timeout_s=180)
-
-
-def dead_letters(prefix: str, sink: str) -> int:
-    return sum(end_offsets([f"{prefix}.dlq.{sink}"]).values())
 
 
 def es_sources(endpoints: Endpoints, alias: str) -> dict[str, dict[str, Any]]:
@@ -173,7 +153,7 @@ def test_json_columns_are_exact_in_every_sink(
     read_connector_topic(endpoints.kafka_bootstrap, topic, expect=RECORDS, timeout_s=90)
 
     config = stack_config(prefix, topic, endpoints, {"max_events": 7, "max_wait_ms": 100})
-    run_workers(config, SINKS, tmp_path, workers)
+    caught_up(start_workers(config, tmp_path, workers, SINKS))
     assert {sink: dead_letters(prefix, sink) for sink in SINKS} == dict.fromkeys(SINKS, 0)
 
     columns = sql.SQL("SELECT id, doc::text, raw::text, n, note FROM {} ORDER BY id")
@@ -241,7 +221,7 @@ def test_a_document_elasticsearch_refuses_leaves_the_older_events_of_its_key_app
     batch = {"max_events": 100, "max_wait_ms": 3000}
     mappings = {table: {"doc": "flattened"}}
     config = stack_config(prefix, topic, endpoints, batch, json_column_mappings=mappings)
-    run_workers(config, ("elasticsearch",), tmp_path, workers)
+    caught_up(start_workers(config, tmp_path, workers, ["elasticsearch"]))
 
     docs = es_sources(endpoints, f"{prefix}-{table}")
     # key 1: deleted (the re-insert was refused); key 2: the version before the refused update
@@ -284,7 +264,7 @@ def test_elasticsearch_takes_numbers_of_any_size_without_a_rejection(
         source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
 
     config = stack_config(prefix, topic, endpoints, {"max_events": 2, "max_wait_ms": 100})
-    run_workers(config, ("elasticsearch",), tmp_path, workers)
+    caught_up(start_workers(config, tmp_path, workers, ["elasticsearch"]))
     assert dead_letters(prefix, "elasticsearch") == 0
 
     docs = es_sources(endpoints, f"{prefix}-{table}")

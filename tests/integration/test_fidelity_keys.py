@@ -15,7 +15,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
@@ -26,24 +25,17 @@ from tests.integration.fidelity_support import (
     capture,
     converge,
     dead_letters,
+    deliver,
+    sinks_fixture,
     source_table,
-    stack_config,
-    start_workers,
 )
 from tests.support.debezium_connector import POSTGRES_CONNECTOR, ConnectClient, read_topic
-from tests.support.pipeline import unique
 
 COLUMNS = "id int PRIMARY KEY, n int, label text, note text"
 FAST = {"max_events": 50, "max_wait_ms": 100}
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    sinks = StackSinks(unique("fidkeys"), endpoints, pg, clickhouse)
-    yield sinks
-    sinks.drop()
+targets = sinks_fixture("fidkeys")
 
 
 @pytest.fixture
@@ -81,9 +73,7 @@ def test_debezium_skips_truncate_unless_told_and_the_sinks_follow_one(
     assert skipped["default_value"] == "t"
 
     capture(table, debezium)
-    running = start_workers(
-        stack_config(targets.prefix, table.topic, endpoints, FAST), tmp_path, workers
-    )
+    running = deliver(targets, table, tmp_path, workers, FAST)
     for ident in range(1, 6):
         table.run(
             "INSERT INTO {t} VALUES (%s, %s, 'before', 'kept until the truncate')", ident, ident
@@ -120,9 +110,7 @@ def test_delete_then_reinsert_brings_back_no_old_column(
     # c c, d + tombstone, c, d + tombstone, c
     ops_in_topic(endpoints, table, expect=8)
     batch = {"max_events": 500, "max_wait_ms": 2000}
-    running = start_workers(
-        stack_config(targets.prefix, table.topic, endpoints, batch), tmp_path, workers
-    )
+    running = deliver(targets, table, tmp_path, workers, batch)
     converge(targets, table, running, what="re-inserted rows without their old columns")
 
     # Then step by step, each one applied before the next: across batches.
@@ -154,9 +142,7 @@ def test_a_primary_key_update_moves_the_row(
     workers: list[Any],
 ) -> None:
     capture(table, debezium)
-    running = start_workers(
-        stack_config(targets.prefix, table.topic, endpoints, FAST), tmp_path, workers
-    )
+    running = deliver(targets, table, tmp_path, workers, FAST)
     for ident in (1, 2, 3):
         table.run("INSERT INTO {t} VALUES (%s, %s, 'row', 'note')", ident, ident * 10)
     converge(targets, table, running, what="the rows before the key changes")

@@ -33,7 +33,12 @@ from sinks.clickhouse.sink import ClickHouseSink
 from sinks.clickhouse.types import quote_identifier
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
-from tests.integration.fidelity_support import ALL_SINKS, StackSinks, stack_config
+from tests.integration.fidelity_support import (
+    ALL_SINKS,
+    StackSinks,
+    sinks_fixture,
+    stack_config,
+)
 from tests.support.pipeline import (
     WorkerProcess,
     create_topic,
@@ -103,13 +108,7 @@ def test_a_dotted_clickhouse_target_is_one_table_in_every_statement(
 # ---- the real connector: collisions and derived index names --------------------------------
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    stack = StackSinks(unique("fidnames"), endpoints, pg, clickhouse)
-    yield stack
-    stack.drop()
+targets = sinks_fixture("fidnames")
 
 
 def create_tables(conn: psycopg.Connection[Any], names: list[tuple[str, str]]) -> None:

@@ -21,17 +21,22 @@ from typing import Any
 import psycopg
 import pytest
 from clickhouse_connect.driver.client import Client as ClickHouseClient
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from elasticsearch import Elasticsearch
 from psycopg import sql
 
 from fanout.debezium.envelope import Decoder
 from fanout.errors import DecodeError
-from fanout.events import Op, Origin
+from fanout.events import Op
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
-from tests.integration.fidelity_support import stack_config
-from tests.support.pipeline import WorkerProcess, end_offsets, unique, wait_caught_up, wait_for
+from tests.integration.fidelity_support import (
+    caught_up,
+    dead_letters,
+    sinks_fixture,
+    source_table,
+    stack_config,
+    start_workers,
+    topic_records,
+)
 
 SINKS = ("postgres", "clickhouse", "elasticsearch")
 NAN, INF = math.nan, math.inf
@@ -51,59 +56,22 @@ def same(actual: Any, expected: Any) -> bool:
     return type(actual) is type(expected) and actual == expected
 
 
-@pytest.fixture
-def prefix(
-    es: Elasticsearch, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[str]:
-    name = unique("fidnum")
-    yield name
-    es.options(ignore_status=404).indices.delete(index=f"{name}-*", expand_wildcards="all")
-    pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    clickhouse.command(f"DROP DATABASE IF EXISTS `{name}`")
+prefix = sinks_fixture("fidnum", "prefix", prefix_only=True)
 
 
 @pytest.fixture
 def table(source_pg: psycopg.Connection[Any]) -> Iterator[str]:
-    name = unique("fid_num")
-    source_pg.execute(
-        sql.SQL(
-            "CREATE TABLE {} (id int PRIMARY KEY, b boolean, s smallint, i int, g bigint,"
-            " r real, d double precision)"
-        ).format(sql.Identifier(name))
+    columns = (
+        "id int PRIMARY KEY, b boolean, s smallint, i int, g bigint, r real, d double precision"
     )
-    yield name
-    source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    with source_table(source_pg, "fid_num", columns) as made:
+        yield made.name
 
 
 def insert(conn: psycopg.Connection[Any], table: str) -> None:
     statement = sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s)")
     for ident, values in ROWS.items():
         conn.execute(statement.format(sql.Identifier(table)), (ident, *values))
-
-
-def raw_records(bootstrap: str, topic: str, expect: int) -> list[Origin]:
-    """The topic's records as a worker gets them: bytes, timestamps, headers."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("fidnum-read")})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-    records: list[Origin] = []
-
-    def read() -> bool:
-        for m in consumer.consume(100, timeout=0.5):
-            if m.error() is None:
-                given = m.headers() or []
-                pairs = given.items() if isinstance(given, dict) else given
-                headers = tuple((k, v if isinstance(v, bytes) else b"") for k, v in pairs)
-                stamp = m.timestamp()[1]
-                records.append(
-                    Origin(topic, 0, m.offset() or 0, stamp, m.key(), m.value(), headers)
-                )
-        return len(records) >= expect
-
-    try:
-        wait_for(read, 90, f"{expect} records on {topic}")
-    finally:
-        consumer.close()
-    return records
 
 
 def test_limits_nan_and_infinities_reach_every_sink_as_each_can_hold_them(
@@ -120,15 +88,12 @@ def test_limits_nan_and_infinities_reach_every_sink_as_each_can_hold_them(
     connector = debezium(table.replace("_", "-"), [f"public.{table}"])
     insert(source_pg, table)
     topic = connector.topic(table)
-    records = raw_records(endpoints.kafka_bootstrap, topic, expect=len(ROWS))
+    records = topic_records(endpoints.kafka_bootstrap, topic, expect=len(ROWS))
     assert b'"r":"NaN"' in (records[0].value or b"")  # how the connector writes a NaN
 
     config = stack_config(prefix, topic, endpoints, {"max_events": 3, "max_wait_ms": 100})
-    for sink in SINKS:
-        workers.append(WorkerProcess(sink, config, tmp_path).start())
-    for sink in SINKS:
-        wait_caught_up(f"{prefix}-{sink}", [topic], timeout_s=180)
-    dead = {sink: sum(end_offsets([f"{prefix}.dlq.{sink}"]).values()) for sink in SINKS}
+    caught_up(start_workers(config, tmp_path, workers, SINKS))
+    dead = {sink: dead_letters(prefix, sink) for sink in SINKS}
     assert dead == dict.fromkeys(SINKS, 0)
 
     select = sql.SQL("SELECT id, b, s, i, g, r, d FROM {} ORDER BY id")
@@ -187,7 +152,7 @@ def test_the_connectors_flattened_records_are_recognised_by_their_markers_or_dec
     source_pg.execute(sql.SQL("DELETE FROM {} WHERE id = 2").format(sql.Identifier(table)))
     expect = len(ROWS) + 1  # the rows, then the delete (rewritten; plain: a tombstone)
 
-    marked_records = raw_records(endpoints.kafka_bootstrap, marked.topic(table), expect)
+    marked_records = topic_records(endpoints.kafka_bootstrap, marked.topic(table), expect)
     events = [Decoder().decode(record) for record in marked_records]
     assert [event.op if event else None for event in events] == [Op.UPSERT] * len(ROWS) + [
         Op.DELETE
@@ -200,7 +165,7 @@ def test_the_connectors_flattened_records_are_recognised_by_their_markers_or_dec
     assert first is not None and math.isnan(first["r"]) and first["b"] is True
     assert events[0].table == f"public.{table}"
 
-    plain_records = raw_records(endpoints.kafka_bootstrap, plain.topic(table), expect)
+    plain_records = topic_records(endpoints.kafka_bootstrap, plain.topic(table), expect)
     for record in plain_records[: len(ROWS)]:  # no __ field or header: the SMT's default
         with pytest.raises(DecodeError, match=r"not in kafka\.flattened_topics"):
             Decoder().decode(record)

@@ -17,7 +17,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
@@ -30,14 +29,16 @@ from tests.integration.fidelity_support import (
     churn,
     converge,
     dead_letters,
+    deliver,
     differences,
+    sinks_fixture,
     source_table,
     stack_config,
     start_workers,
 )
 from tests.integration.ops_support import fanout, write_config
 from tests.support.debezium_connector import read_topic
-from tests.support.pipeline import unique, wait_for
+from tests.support.pipeline import wait_for
 
 KEYS = 40
 
@@ -48,26 +49,10 @@ def table(source_pg: psycopg.Connection[Any]) -> Iterator[SourceTable]:
         yield created
 
 
-def stack_sinks(
-    prefix: str, endpoints: Endpoints, pg: psycopg.Connection[Any], ch: ClickHouseClient
-) -> Iterator[StackSinks]:
-    sinks = StackSinks(unique(prefix), endpoints, pg, ch)
-    yield sinks
-    sinks.drop()
+targets = sinks_fixture("fidrec")
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    yield from stack_sinks("fidrec", endpoints, pg, clickhouse)
-
-
-@pytest.fixture
-def backfilled(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    yield from stack_sinks("fidbf", endpoints, pg, clickhouse)
+backfilled = sinks_fixture("fidbf", "backfilled")
 
 
 def test_workers_killed_mid_stream_converge_after_a_restart(
@@ -116,10 +101,7 @@ def test_a_backfill_from_the_earliest_offset_equals_the_source(
     workers: list[Any],
 ) -> None:
     capture(table, debezium)
-    live_config = stack_config(
-        targets.prefix, table.topic, endpoints, {"max_events": 50, "max_wait_ms": 100}
-    )
-    running = start_workers(live_config, tmp_path, workers)
+    running = deliver(targets, table, tmp_path, workers, {"max_events": 50, "max_wait_ms": 100})
     records = churn(table, 250, KEYS, random.Random(7))
     converge(targets, table, running, what="the live sinks")
     read_topic(endpoints.kafka_bootstrap, table.topic, expect=records, timeout_s=30)

@@ -10,15 +10,11 @@ when the row next changes, and until then hold NULL there (the expectation below
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
 
-from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
 from tests.integration.fidelity_support import (
     ALL_SINKS,
@@ -27,23 +23,16 @@ from tests.integration.fidelity_support import (
     capture,
     converge,
     dead_letters,
+    deliver,
     settle,
+    sinks_fixture,
     source_table,
-    stack_config,
-    start_workers,
 )
-from tests.support.pipeline import unique
 
 FAST = {"max_events": 50, "max_wait_ms": 100}
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    sinks = StackSinks(unique("fidschema"), endpoints, pg, clickhouse)
-    yield sinks
-    sinks.drop()
+targets = sinks_fixture("fidschema")
 
 
 def no_dead_letters(targets: StackSinks) -> None:
@@ -56,14 +45,12 @@ def test_a_column_added_mid_stream_arrives_and_old_rows_keep_null(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
     targets: StackSinks,
-    endpoints: Endpoints,
     tmp_path: Path,
     workers: list[Any],
 ) -> None:
     with source_table(source_pg, "fid_add", "id int PRIMARY KEY, n int, label text") as table:
         capture(table, debezium)
-        config = stack_config(targets.prefix, table.topic, endpoints, FAST)
-        running = start_workers(config, tmp_path, workers)
+        running = deliver(targets, table, tmp_path, workers, FAST)
         for ident in (1, 2, 3):
             table.run("INSERT INTO {t} VALUES (%s, %s, 'before')", ident, ident)
         converge(targets, table, running, what="the rows before the ALTER")
@@ -89,15 +76,13 @@ def test_text_columns_widened_mid_stream_keep_every_value(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
     targets: StackSinks,
-    endpoints: Endpoints,
     tmp_path: Path,
     workers: list[Any],
 ) -> None:
     columns = "id int PRIMARY KEY, code varchar(10), label varchar(10)"
     with source_table(source_pg, "fid_widen", columns) as table:
         capture(table, debezium)
-        config = stack_config(targets.prefix, table.topic, endpoints, FAST)
-        running = start_workers(config, tmp_path, workers)
+        running = deliver(targets, table, tmp_path, workers, FAST)
         for ident in (1, 2):
             table.run("INSERT INTO {t} VALUES (%s, 'c', 'short')", ident)
         converge(targets, table, running, what="the rows before the widening")
@@ -116,14 +101,12 @@ def test_an_integer_widened_to_bigint_mid_stream_keeps_every_value(
     source_pg: psycopg.Connection[Any],
     debezium: StartConnector,
     targets: StackSinks,
-    endpoints: Endpoints,
     tmp_path: Path,
     workers: list[Any],
 ) -> None:
     with source_table(source_pg, "fid_bigint", "id int PRIMARY KEY, n int") as table:
         capture(table, debezium)
-        config = stack_config(targets.prefix, table.topic, endpoints, FAST)
-        running = start_workers(config, tmp_path, workers)
+        running = deliver(targets, table, tmp_path, workers, FAST)
         for ident in (1, 2):
             table.run("INSERT INTO {t} VALUES (%s, %s)", ident, 2**31 - ident)
         converge(targets, table, running, what="the rows before the widening")
@@ -131,6 +114,6 @@ def test_an_integer_widened_to_bigint_mid_stream_keeps_every_value(
         table.run("ALTER TABLE {t} ALTER COLUMN n TYPE bigint")
         table.run("INSERT INTO {t} VALUES (3, %s), (4, 4)", 2**40)
         table.run("UPDATE {t} SET n = %s WHERE id = 1", -(2**62))
-        settle(table, config, records=5)  # everything delivered or dead-lettered: compare now
+        settle(table, running, records=5)  # everything delivered or dead-lettered: compare now
         converge(targets, table, running, what="values of the wider type", timeout_s=5)
         no_dead_letters(targets)

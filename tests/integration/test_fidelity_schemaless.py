@@ -21,7 +21,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from clickhouse_connect.driver.client import Client as ClickHouseClient
 from psycopg import sql
 
 from sinks.clickhouse.types import quote_identifier
@@ -32,12 +31,14 @@ from tests.integration.fidelity_support import (
     Rows,
     SourceTable,
     StackSinks,
+    caught_up,
     dead_letters,
+    sinks_fixture,
     source_table,
     stack_config,
     start_workers,
 )
-from tests.support.pipeline import create_topic, read_topic, unique, wait_caught_up
+from tests.support.pipeline import create_topic, read_topic
 
 COLUMNS = (
     "id int PRIMARY KEY, tags text[], scores int[], doc jsonb, amount numeric(12,2),"
@@ -68,13 +69,7 @@ def row(i: int) -> tuple[Any, ...]:
     )
 
 
-@pytest.fixture
-def targets(
-    endpoints: Endpoints, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[StackSinks]:
-    stack = StackSinks(unique("fidsl"), endpoints, pg, clickhouse)
-    yield stack
-    stack.drop()
+targets = sinks_fixture("fidsl")
 
 
 @pytest.fixture
@@ -153,9 +148,7 @@ def test_schemaless_rows_with_arrays_json_numerics_and_timestamps_reach_every_si
     assert "schema" not in json.loads(first[0].value())  # really schemaless
 
     config = stack_config(targets.prefix, topic, endpoints, {"max_events": 7, "max_wait_ms": 100})
-    start_workers(config, tmp_path, workers)
-    for sink in ALL_SINKS:
-        wait_caught_up(f"{targets.prefix}-{sink}", [topic], timeout_s=180)
+    caught_up(start_workers(config, tmp_path, workers))
     assert {sink: dead_letters(targets.prefix, sink) for sink in ALL_SINKS} == dict.fromkeys(
         ALL_SINKS, 0
     )
@@ -203,9 +196,7 @@ def test_schemaless_values_take_the_types_of_existing_target_columns(
     read_topic(topic, timeout_s=60, expect=ROWS + ROWS // 7 + 2 * (ROWS // 11))
 
     config = stack_config(prefix, topic, endpoints, {"max_events": 7, "max_wait_ms": 100}, sinks)
-    start_workers(config, tmp_path, workers, sinks)
-    for sink in sinks:
-        wait_caught_up(f"{prefix}-{sink}", [topic], timeout_s=180)
+    caught_up(start_workers(config, tmp_path, workers, sinks))
 
     source = source_rows(table)
     # "row i" (text) fits no integer column: those events, and only those, are dead-lettered

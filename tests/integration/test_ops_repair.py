@@ -13,19 +13,19 @@ from typing import Any
 import psycopg
 import pytest
 from clickhouse_connect.driver.client import Client as ClickHouseClient
-from elasticsearch import Elasticsearch
 from psycopg import sql
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
+from tests.integration.fidelity_support import sinks_fixture
 from tests.integration.ops_support import fanout, write_config
 from tests.integration.ops_verify_support import (
     DAMAGE,
-    create_table,
     damage_clickhouse,
     damage_elasticsearch,
     damage_postgres,
     found,
+    many_types_table,
     pipeline_config,
     start_workers,
     verify,
@@ -36,25 +36,16 @@ from tests.support.pipeline import unique
 SINKS = ("postgres", "clickhouse", "elasticsearch")
 
 
-@pytest.fixture
-def prefix(
-    es: Elasticsearch, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[str]:
-    name = unique("repair")
-    yield name
-    es.options(ignore_status=404).indices.delete(index=f"{name}-*", expand_wildcards="all")
-    pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    clickhouse.command(f"DROP DATABASE IF EXISTS `{name}`")
+prefix = sinks_fixture("repair", "prefix", prefix_only=True)
 
 
 @pytest.fixture
 def tables(source_pg: psycopg.Connection[Any]) -> Iterator[tuple[str, str]]:
     """The captured table (40 rows) and the connector's signal table."""
-    table, signals = unique("repair_t"), unique("repair_signal")
-    create_table(source_pg, table, 40)
-    yield table, signals
-    for name in (table, signals):
-        source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    signals = unique("repair_signal")
+    with many_types_table(source_pg, "repair_t", 40) as table:
+        yield table, signals
+    source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(signals)))
 
 
 def test_repair_puts_every_sink_right_through_the_connector(

@@ -18,42 +18,32 @@ from psycopg import sql
 
 from tests.integration.conftest import Endpoints
 from tests.integration.debezium_fixtures import StartConnector
+from tests.integration.fidelity_support import sinks_fixture
 from tests.integration.ops_support import write_config
 from tests.integration.ops_verify_support import (
     DAMAGE,
-    create_table,
     damage_clickhouse,
     damage_elasticsearch,
     damage_postgres,
     found,
     insert,
+    many_types_table,
     pipeline_config,
     start_workers,
     verify,
     verify_across,
 )
-from tests.support.pipeline import unique
 
 SINKS = ("postgres", "clickhouse", "elasticsearch")
 
 
-@pytest.fixture
-def prefix(
-    es: Elasticsearch, pg: psycopg.Connection[Any], clickhouse: ClickHouseClient
-) -> Iterator[str]:
-    name = unique("verify")
-    yield name
-    es.options(ignore_status=404).indices.delete(index=f"{name}-*", expand_wildcards="all")
-    pg.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    clickhouse.command(f"DROP DATABASE IF EXISTS `{name}`")
+prefix = sinks_fixture("verify", "prefix", prefix_only=True)
 
 
 @pytest.fixture
 def table(source_pg: psycopg.Connection[Any]) -> Iterator[str]:
-    name = unique("verify_t")
-    create_table(source_pg, name, 40)
-    yield name
-    source_pg.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(name)))
+    with many_types_table(source_pg, "verify_t", 40) as name:
+        yield name
 
 
 def test_a_clean_pipeline_verifies_equal_and_damage_by_hand_is_reported_exactly(
