@@ -1,5 +1,7 @@
 """The fidelity tests' shared parts: worker settings (one private prefix per test, all sinks on
-the stack), a captured source table, the sinks' rows read back and compared with the source."""
+the stack) and the fixture that makes and drops it, a captured source table, a worker per sink
+started and waited on, a topic's records as a worker gets them, the sinks' rows read back and
+compared with the source."""
 
 from __future__ import annotations
 
