@@ -12,6 +12,12 @@ takes. A record that would not fit is stored truncated — key and value cut, he
 say where the whole record still lies. If the brokers refuse a record as too large anyway (a
 topic created elsewhere with a smaller limit), it is sent again cut to half, so an oversized
 record never fails the batch: the worker goes on and commits.
+
+A DLQ the brokers will never take a record into — the producer failed fatally (librdkafka
+``_FATAL``), the Kafka user may not write the topic, a topic created elsewhere that refuses the
+record (a keyless entry on a compacted topic), a policy — is :class:`DlqRefused`, a
+configuration error: the worker stops consuming, says why, and exits 2 (like a fatal consumer
+error). A DLQ that does not answer (timeouts, a broker away) stays a RetryableError.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     NewTopic,
 )
 
-from fanout.errors import RetryableError
+from fanout.errors import ConfigError, RetryableError
 from fanout.events import Failure
 from fanout.runtime import kafka as kafka_clients
 from fanout.settings import KafkaSettings
@@ -56,6 +62,47 @@ _CARRIED = frozenset({TRUNCATED, ORIGINAL_KEY_BYTES, ORIGINAL_VALUE_BYTES, ORIGI
 _SMALLEST_LIMIT = 4096  # below this, halving again would not help: the error is something else
 _RESENDS = 6
 Headers = list[tuple[str, str | bytes | None]]
+_UNAUTHORIZED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+    }
+)
+# The brokers' final word on a record: sending it again gets the same answer.
+_REFUSED = _UNAUTHORIZED | {
+    KafkaError.INVALID_RECORD,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError.INVALID_REQUIRED_ACKS,
+}
+
+
+class DlqRefused(ConfigError):
+    """The DLQ will never take the records: nothing can be dead-lettered, so nothing more is
+    committed; the worker stops as for any configuration error."""
+
+
+def refused(topic: str, error: KafkaError) -> DlqRefused | None:
+    """The :class:`DlqRefused` a producer error means, None if sending again may succeed."""
+    if error.fatal():
+        return DlqRefused(
+            f"the producer of the DLQ {topic} failed fatally: {error.str()} (it sends nothing"
+            " more; a restart makes a new one)"
+        )
+    if error.code() in _UNAUTHORIZED:
+        return DlqRefused(
+            f"the DLQ {topic} refuses the records: {error.str()}: the Kafka user needs WRITE and"
+            " DESCRIBE on it, and CREATE to make it (kafka.dlq_prefix, kafka.sasl_username)"
+        )
+    if error.code() in _REFUSED:
+        return DlqRefused(
+            f"the DLQ {topic} refuses the records: {error.str()}: fanout creates it with"
+            " cleanup.policy=delete; was it created elsewhere with other settings (a compacted"
+            " topic refuses a keyless entry) or does a broker policy forbid it? (kafka.dlq_prefix)"
+        )
+    return None
 
 
 def dlq_headers(failure: Failure, sink: str, attempts: int) -> Headers:
@@ -189,6 +236,9 @@ class DeadLetterQueue:
                 return
             except KafkaException as exc:
                 error = exc.args[0]
+                stop = refused(self.topic, error)
+                if stop is not None:
+                    raise stop from exc
                 if error.code() != KafkaError.MSG_SIZE_TOO_LARGE or limit <= _SMALLEST_LIMIT:
                     raise RetryableError(f"DLQ {self.topic}: {error.str()}") from exc
                 limit //= 2  # our estimate of the framing was short: cut deeper
@@ -209,7 +259,8 @@ class DeadLetterQueue:
                 self._producer.poll(0.1)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until everything sent is acknowledged; raise RetryableError otherwise."""
+        """Wait until everything sent is acknowledged; raise RetryableError otherwise, or
+        :class:`DlqRefused` if the brokers will never take a record."""
         deadline = time.monotonic() + timeout_s
         remaining = self._producer.flush(timeout_s)
         for _ in range(_RESENDS):
@@ -222,6 +273,10 @@ class DeadLetterQueue:
         errors, self._errors = self._errors, []
         errors.extend(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE) for _ in self._too_large)
         self._too_large = []
+        for error in errors:
+            stop = refused(self.topic, error)
+            if stop is not None:
+                raise stop
         if remaining or errors:
             reason = errors[0].str() if errors else f"{remaining} record(s) unacknowledged"
             raise RetryableError(f"DLQ {self.topic} not acknowledged: {reason}")
@@ -305,6 +360,12 @@ def _topic_limit(admin: AdminClient, topic: str, timeout_s: float) -> int | None
 def open_dead_letter_queue(kafka: KafkaSettings, sink: str) -> DeadLetterQueue:
     """The sink's DLQ: its topic ensured, a producer that sends nothing the topic refuses."""
     topic = kafka_clients.dlq_topic(kafka, sink)
-    limit = ensure_dlq_topic(kafka_clients.make_admin(kafka), topic, kafka)
+    try:
+        limit = ensure_dlq_topic(kafka_clients.make_admin(kafka), topic, kafka)
+    except KafkaException as exc:  # e.g. no CREATE on the topic: a configuration error
+        stop = refused(topic, exc.args[0])
+        if stop is None:
+            raise
+        raise stop from exc
     producer = kafka_clients.make_producer(kafka, **{"message.max.bytes": limit})
     return DeadLetterQueue(producer, topic, sink, limit)

@@ -322,7 +322,7 @@ class SinkWorker:
         if self._dlq is not None:
             try:
                 self._dlq.flush()
-            except RetryableError:
+            except (RetryableError, ConfigError):  # said; the records are consumed again
                 log.exception("DLQ flush failed at shutdown", extra={"sink": self.sink_name})
         if self._consumer is not None:
             self._consumer.close()
