@@ -236,7 +236,7 @@ class ClickHouseSink(BatchSink[bool, Table]):
         self, batches: list[TargetBatch[bool, Table]]
     ) -> list[Carried | _Unread | None]:
         """For each batch, the stored values of the columns its partial rows lack (None when
-        every row is whole), every target's in one query: one round trip per write.
+        every row is whole), every target's in one query in server mode: one round trip.
 
         A table that changed underneath the sink fails the query: then each insert reads its
         own, where that change is recovered from."""

@@ -7,7 +7,7 @@ Partial rows: a ClickHouse row is written whole, so an upsert that lacks some of
 data columns (an unchanged TOASTed value Debezium did not send, a column the source no longer
 has) would set them to their defaults. ``partial_rows`` finds such rows (a length check per row;
 only rows shorter than the table are looked at), ``read_stored_many`` reads the current
-values of their keys (a ``SELECT … FINAL`` per target, every target of a write in one query)
+values of their keys (a ``SELECT … FINAL`` per target; over HTTP all in one query)
 and ``build_insert`` takes those values for the columns each row lacks. A key with no current
 row leaves its columns at NULL or the column's default, counted (``Carried.unknown``).
 """
@@ -123,17 +123,26 @@ def read_stored(
 
 
 def read_stored_many(backend: Backend, reads: Sequence[StoredRead]) -> list[Carried]:
-    """The current values of the columns each read's rows lack, for every target in one query.
+    """The current values of the columns each read's rows lack, for every target in one query
+    in server mode, one query per target in embedded mode.
 
-    One query per write, not per target: a round trip costs more than the few rows read. Each
-    target is a subquery folding its stored rows into one row of arrays (a column each), the
-    subqueries side by side (``CROSS JOIN`` of one-row results).
+    Over HTTP a round trip costs more than the few rows read, so each target is a subquery
+    folding its stored rows into one row of arrays (a column each), the subqueries side by side
+    (``CROSS JOIN`` of one-row results). In-process there is no round trip and the join costs a
+    little (4 targets of 100 keys: 27-30 ms as 4 queries, 31-41 ms as one).
 
     Current means what the ``<target>_current`` view shows: the newest version of the key, not
     a delete, not older than the target's truncate ``watermark``. Keys and watermarks are bound
     as query parameters. String columns are read as bytes, so a value goes back into the table
     byte for byte (the driver would turn text that is not UTF-8 into hex).
     """
+    if backend.mode == "embedded":
+        return [carried for read in reads for carried in _read_together(backend, [read])]
+    return _read_together(backend, reads)
+
+
+def _read_together(backend: Backend, reads: Sequence[StoredRead]) -> list[Carried]:
+    """``read_stored_many`` in one query."""
     if not reads:
         return []
     subqueries: list[str] = []

@@ -1,6 +1,7 @@
 """The ClickHouse sink reads the stored values partial rows lack for every target of a write in
-one query: each target still gets its own table's values, and a table dropped underneath the
-sink is recovered from as when each target read its own. Both modes."""
+one query (server mode; embedded runs one per target): each target still gets its own table's
+values, and a table dropped underneath the sink is recovered from as when each target read its
+own. Both modes."""
 
 from __future__ import annotations
 
