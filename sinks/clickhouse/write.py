@@ -316,22 +316,11 @@ def _carried_values(
 
 def _restorer(column: TableColumn) -> Converter | None:
     """What a value read back needs before it is written again: a datetime reads back naive
-    (UTC), and the driver would take a naive datetime as local time."""
-    if column.kind == "datetime":
-        return _utc
-    if column.kind == "array" and column.item_kind == "datetime":
-        return _utc_items
+    (UTC), and the driver would take a naive datetime as local time (and one far from 1970 a
+    second late): the same preparation as an event's value."""
+    if column.kind == "datetime" or (column.kind == "array" and column.item_kind == "datetime"):
+        return converter_for(column)
     return None
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value
-
-
-def _utc_items(values: Any) -> Any:
-    return [_utc(value) for value in values]
 
 
 # ---- stored rows of partial keys ----------------------------------------------------------

@@ -428,3 +428,43 @@ def test_clickhouse_keeps_timestamps_in_an_array_exact_whatever_the_local_zone(
     finally:
         sink.backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(ch_settings['database'])}")
         sink.close()
+
+
+def test_clickhouse_carries_a_stored_timestamp_forward_exactly_whatever_the_local_zone(
+    ch_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A partial row (an unchanged TOASTed column left out) takes the stored values of the
+    # columns it lacks: a timestamp reads back naive, and went in again as local time, and far
+    # from 1970 a second late.
+    stamps = [dt.datetime(2024, 5, 1, 12), dt.datetime(1200, 1, 1, 23, 59, 59, 999999)]
+    declared = (ID, Column("n", "timestamp"), Column("note", "string"))
+    sink = ClickHouseSink(ClickHouseSettings(**ch_settings))
+    sink.open()
+    try:
+        full = [
+            replace(upsert(key, stamp, *declared[1:]), row={"id": key, "n": stamp, "note": "a"})
+            for key, stamp in enumerate(stamps, 1)
+        ]
+        assert list(sink.write(full)) == []
+        partial = [  # later changes (another offset: the same one is an insert retried)
+            replace(
+                upsert(key, None, *declared[1:]), row={"id": key, "note": "b"}, version=10 + key
+            )
+            for key in range(1, len(stamps) + 1)
+        ]
+        monkeypatch.setenv("TZ", "America/New_York")  # only around the write: the encoding
+        time.tzset()
+        try:
+            failures = list(sink.write(partial))
+        finally:
+            monkeypatch.undo()
+            time.tzset()
+        assert failures == []
+        rows = sink.backend.query_rows("SELECT id, toString(n), note FROM `t` FINAL ORDER BY id")
+        assert rows == [
+            (1, "2024-05-01 12:00:00.000000", "b"),
+            (2, "1200-01-01 23:59:59.999999", "b"),
+        ]
+    finally:
+        sink.backend.command(f"DROP DATABASE IF EXISTS {quote_identifier(ch_settings['database'])}")
+        sink.close()
