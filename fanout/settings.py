@@ -192,40 +192,7 @@ class PostgresSettings(TombstoneSinkSettings):
 
     def conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
-        info: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-            "sslmode": self.sslmode,
-            "connect_timeout": self.connect_timeout_s,
-            "application_name": self.application_name,
-            # A peer gone without a word (a dropped network) is noticed in about a minute.
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
-        }
-        # Sent only when set: a pooler that refuses startup options (PgBouncer without
-        # ignore_startup_parameters=options) works with both at 0.
-        options = [
-            f"-c {name}={round(seconds * 1000)}"
-            for name, seconds in (
-                ("statement_timeout", self.statement_timeout_s),
-                ("lock_timeout", self.lock_timeout_s),
-            )
-            if seconds
-        ]
-        if options:
-            info["options"] = " ".join(options)
-        if self.password is not None:
-            info["password"] = self.password.get_secret_value()
-        for name in ("sslrootcert", "sslcert", "sslkey"):
-            if getattr(self, name):
-                info[name] = getattr(self, name)
-        if self.sslpassword is not None:
-            info["sslpassword"] = self.sslpassword.get_secret_value()
-        return info
+        return libpq_conninfo(self, self.statement_timeout_s, self.lock_timeout_s)
 
 
 JsonMapping = Literal["stored", "flattened", "dynamic"] | dict[str, Any]
@@ -332,22 +299,51 @@ class SourceSettings(_Section):
 
     def conninfo(self) -> dict[str, Any]:
         """Keyword arguments for ``psycopg.connect`` (the only place the password is unwrapped)."""
-        info: dict[str, Any] = {
-            "host": self.host,
-            "port": self.port,
-            "user": self.user,
-            "dbname": self.dbname,
-            "sslmode": self.sslmode,
-            "connect_timeout": self.connect_timeout_s,
-            "application_name": self.application_name,
-        }
-        if self.statement_timeout_s:
-            info["options"] = f"-c statement_timeout={round(self.statement_timeout_s * 1000)}"
-        if self.sslrootcert:
-            info["sslrootcert"] = self.sslrootcert
-        if self.password is not None:
-            info["password"] = self.password.get_secret_value()
-        return info
+        return libpq_conninfo(self, self.statement_timeout_s)
+
+
+def libpq_conninfo(
+    settings: PostgresSettings | SourceSettings,
+    statement_timeout_s: float,
+    lock_timeout_s: float = 0,
+) -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments of a PostgreSQL connection section (the sink's
+    and the verified source's)."""
+    info: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "user": settings.user,
+        "dbname": settings.dbname,
+        "sslmode": settings.sslmode,
+        "connect_timeout": settings.connect_timeout_s,
+        "application_name": settings.application_name,
+        # A peer gone without a word (a dropped network) is noticed in about a minute.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    # Sent only when set: a pooler that refuses startup options (PgBouncer without
+    # ignore_startup_parameters=options) works with both at 0.
+    options = [
+        f"-c {name}={round(seconds * 1000)}"
+        for name, seconds in (
+            ("statement_timeout", statement_timeout_s),
+            ("lock_timeout", lock_timeout_s),
+        )
+        if seconds
+    ]
+    if options:
+        info["options"] = " ".join(options)
+    if settings.password is not None:
+        info["password"] = settings.password.get_secret_value()
+    for name in ("sslrootcert", "sslcert", "sslkey"):
+        if getattr(settings, name, None):
+            info[name] = getattr(settings, name)
+    sslpassword = getattr(settings, "sslpassword", None)
+    if sslpassword is not None:
+        info["sslpassword"] = sslpassword.get_secret_value()
+    return info
 
 
 class SinksSettings(_Section):
