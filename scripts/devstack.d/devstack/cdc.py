@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tarfile
 from pathlib import Path
 
 from . import probes, procs
-from .context import HOST, Context, java_home, need_tool, remove_stale_tmp, run
+from .context import HOST, Context, java_home, need_tool, run, unpack_tar
 from .procs import Launch
 from .registry import CONVERTER_CLASS, converter_plugins, install_converter
 from .services import (
@@ -93,16 +91,7 @@ class Connect(Service):
         install guide says: the very jars users put on their plugin path."""
         archive = maven_get(self.ctx, DEBEZIUM_PLUGIN, DEBEZIUM_VERSION, "tar.gz", "plugin")
         self.ctx.log(f"unpacking {archive.name} into {self.plugins}")
-        remove_stale_tmp(self.plugins)
-        tmp = self.plugins.with_name(f"{self.plugins.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):  # 3.11.4+: refuse absolute paths, links out
-                tar.extraction_filter = tarfile.data_filter
-            tar.extractall(tmp)
-        (tmp / ".complete").touch()
-        shutil.rmtree(self.plugins, ignore_errors=True)
-        tmp.rename(self.plugins)
+        unpack_tar(archive, self.plugins)
 
     def _write_config(self) -> Path:
         conf = self.dir / "config"

@@ -7,6 +7,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +154,21 @@ def remove_stale_tmp(final: Path) -> None:
         pid = tmp.name.rsplit("-", 1)[1]
         if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def unpack_tar(archive: Path, final: Path) -> None:
+    """Unpack `archive` into `final` whole or not at all: into `<final>.tmp-<pid>`, marked
+    `.complete`, then renamed (an interrupted unpack never looks installed)."""
+    remove_stale_tmp(final)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):  # 3.11.4+: refuse absolute paths, links out
+            tar.extraction_filter = tarfile.data_filter
+        tar.extractall(tmp)
+    (tmp / ".complete").touch()
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
 
 
 def _java_major(home: Path) -> int:

@@ -5,13 +5,11 @@ Apicurio converter on Kafka Connect's plugin path writes through)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tarfile
 import zipfile
 from pathlib import Path
 
 from . import probes
-from .context import HOST, Context, java_home, remove_stale_tmp
+from .context import HOST, Context, java_home, unpack_tar
 from .procs import Launch
 from .services import HERE, Service, maven_copy_dependencies
 
@@ -47,16 +45,7 @@ class Registry(Service):
 
         archive = maven_get(self.ctx, REGISTRY_APP, REGISTRY_VERSION, "tar.gz", "all")
         self.ctx.log(f"unpacking {archive.name} into {self.home}")
-        remove_stale_tmp(self.home)
-        tmp = self.home.with_name(f"{self.home.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        with tarfile.open(archive) as tar:
-            if hasattr(tarfile, "data_filter"):  # 3.11.4+: refuse absolute paths, links out
-                tar.extraction_filter = tarfile.data_filter
-            tar.extractall(tmp)
-        (tmp / ".complete").touch()
-        shutil.rmtree(self.home, ignore_errors=True)
-        tmp.rename(self.home)
+        unpack_tar(archive, self.home)
 
     def launch(self) -> Launch:
         (self.dir / "logs").mkdir(parents=True, exist_ok=True)
